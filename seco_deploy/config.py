@@ -55,6 +55,7 @@ class ModelConfig:
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None  # None, a local weight file, or a timm hub name
     aux_layer: int = -3
+    freeze_pos_embed: bool = True  # the reference keeps the positional embedding fixed
     proj_hidden_dim: int = 2048
     teacher_momentum: float = 0.999
     queue_size: int = 4608
@@ -71,6 +72,8 @@ class ModelConfig:
     par_iters: int = 10
     par_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
     decoder_dilations: tuple[int, ...] = (6, 12, 18, 24)
+    tag_threshold: float = 0.2  # a local crop with at most this foreground/uncertain fraction is background
+    reg_max_points: int = 4096  # CRF regulariser: at most this many grid points per image (coarser beyond)
     # Ablation switches: all on is SeCo, all off is the plain-CAM (ToCo-style) baseline.
     use_decomposition: bool = True
     use_lil: bool = True
@@ -110,6 +113,7 @@ class TrainConfig:
     save_every: int = 1000
     max_nonfinite: int = 3
     max_minutes: float = 0.0  # stop (and save) after this wall time; 0 means no limit
+    best_metric: str = "seg"  # validation mIoU that picks RUN/best.pt: seg | cam | cam_aux
 
 
 @dataclass
