@@ -105,3 +105,11 @@ def test_presets_are_independent_copies() -> None:
     a = preset("test")
     a.model.backbone_kwargs["depth"] = 99
     assert preset("test").model.backbone_kwargs["depth"] != 99
+
+
+def test_off_and_on_stay_strings(tmp_path) -> None:
+    assert build_config("test", overrides=["train.amp=off"]).train.amp == "off"
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  amp: off\nmodel:\n  use_lig: false\n")
+    cfg = build_config("test", config_file=f)
+    assert cfg.train.amp == "off" and cfg.model.use_lig is False
