@@ -1,0 +1,287 @@
+"""Inference backends: one call from normalised images to logits, whatever runs the model.
+
+The predictor (:mod:`seco_deploy.infer.predictor`) does test-time augmentation, resizing,
+refinement and outputs once for every backend; a backend only maps a batch to logits.
+
+Backend contract (:class:`Backend`; ``OnnxBackend`` and ``TensorRTBackend`` follow it too)
+-----------------------------------------------------------------------------------------
+Constructor: ``Backend(path: str | Path, device: str = "auto", amp: str = "off")``.
+
+- ``path``: the model file. ``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (a backend
+  may accept more, e.g. ONNX Runtime's ``tensorrt``). ``amp``: ``off`` | ``bf16`` | ``fp16``;
+  a backend whose precision is fixed by its file may ignore ``amp`` with a warning logged.
+- After construction: ``self.info`` is the :class:`ModelInfo` of the file (from its metadata;
+  nothing else is read) and ``self.device`` is the ``torch.device`` where outputs live.
+- Errors: a missing, unreadable or foreign file, bad metadata, or a device string the backend
+  does not know raise ``ValueError`` (``BackendError`` is one; ``FileNotFoundError`` is also
+  accepted) with a message naming the file and what to do: exit 2 in the CLI. A runtime that is
+  not installed or a GPU that is not there raises
+  :class:`seco_deploy.export.tensorrt.MissingRuntimeError` saying what to install: exit 5.
+
+Call: ``backend(images, with_cam=False) -> dict[str, torch.Tensor]``.
+
+- ``images``: float32 ``(N, 3, H, W)``, contiguous, on ``backend.device``, normalised with
+  ``info.mean``/``info.std`` (0-1 RGB), H and W multiples of ``info.patch_size``; N, H and W
+  within ``info.input_shape`` (-1 = any) and N <= ``info.max_batch`` when that is set: the
+  predictor guarantees all of this.
+- Returns float32 tensors on ``backend.device``: ``"seg"`` ``(N, C+1, H/p, W/p)`` decoder
+  logits, background first; with ``with_cam`` also ``"cam"`` ``(N, C, H/p, W/p)`` (ReLU'd,
+  not normalised) and ``"cls"`` ``(N, C)`` image logits. Asked for CAMs when ``"cam"`` is not
+  in ``info.heads``, a backend raises ``BackendError``.
+- ``close()`` releases sessions or GPU memory; calling the backend afterwards is an error.
+
+:func:`open_backend` dispatches on the file suffix: ``.pt``/``.pth`` -> :class:`TorchBackend`,
+``.onnx`` -> ``seco_deploy.infer.onnx_backend.OnnxBackend``, ``.engine``/``.plan``/``.trt`` ->
+``seco_deploy.infer.trt_backend.TensorRTBackend`` (imported only when needed).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from seco_deploy.export.tensorrt import MissingRuntimeError
+
+if TYPE_CHECKING:
+    from seco_deploy.config import Config
+
+__all__ = [
+    "AMP_MODES",
+    "Backend",
+    "BackendError",
+    "MissingRuntimeError",
+    "ModelInfo",
+    "TorchBackend",
+    "model_info_from_config",
+    "model_info_from_metadata",
+    "open_backend",
+    "resolve_device",
+]
+
+AMP_MODES = ("off", "bf16", "fp16")
+_SUFFIXES = {
+    ".pt": ("seco_deploy.infer.backends", "TorchBackend"),
+    ".pth": ("seco_deploy.infer.backends", "TorchBackend"),
+    ".onnx": ("seco_deploy.infer.onnx_backend", "OnnxBackend"),
+    ".engine": ("seco_deploy.infer.trt_backend", "TensorRTBackend"),
+    ".plan": ("seco_deploy.infer.trt_backend", "TensorRTBackend"),
+    ".trt": ("seco_deploy.infer.trt_backend", "TensorRTBackend"),
+}
+
+
+class BackendError(ValueError):
+    """A model file or backend option cannot be used; the message says which and what to do."""
+
+
+@dataclass
+class ModelInfo:
+    """What the predictor needs to know about a model, from its file alone.
+
+    ``classes`` background first (C = len - 1); ``mean``/``std`` normalisation of 0-1 RGB;
+    ``patch_size`` p; ``crop_size`` the training crop S (the TTA base size); ``mask_scales`` and
+    ``cam_scales`` the default TTA scales; ``heads`` ``("seg",)`` or ``("seg", "cam")``;
+    ``palette`` (256, 3) uint8; ``source`` the file; ``input_shape`` ``(N, 3, H, W)`` with -1 for
+    dynamic axes; ``max_batch`` the largest batch the backend accepts (None: any);
+    ``config`` the training :class:`~seco_deploy.config.Config` when the file carries it
+    (PAR parameters, thresholds), else None; ``extra`` anything else worth showing.
+    """
+
+    classes: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    patch_size: int
+    crop_size: int
+    mask_scales: tuple[float, ...]
+    cam_scales: tuple[float, ...]
+    heads: tuple[str, ...]
+    palette: np.ndarray
+    source: str
+    input_shape: tuple[int, int, int, int] = (-1, 3, -1, -1)
+    max_batch: int | None = None
+    config: Config | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """C, the number of foreground classes."""
+        return len(self.classes) - 1
+
+    @property
+    def has_cam(self) -> bool:
+        return "cam" in self.heads
+
+
+def _full_palette(palette: Any) -> np.ndarray:
+    from seco_deploy.data.palette import VOC_PALETTE
+
+    out = np.array(VOC_PALETTE, dtype=np.uint8, copy=True)
+    pal = np.asarray(palette, dtype=np.int64).reshape(-1, 3)[:256]
+    out[: len(pal)] = np.clip(pal, 0, 255).astype(np.uint8)
+    return out
+
+
+def model_info_from_config(cfg: Config, classes: list[str], patch_size: int, source: str) -> ModelInfo:
+    """ModelInfo of a PyTorch checkpoint: both heads, dynamic shapes, VOC palette."""
+    from seco_deploy.data.palette import VOC_PALETTE
+
+    return ModelInfo(
+        classes=[str(c) for c in classes],
+        mean=tuple(float(v) for v in cfg.data.mean),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in cfg.data.std),  # type: ignore[arg-type]
+        patch_size=int(patch_size),
+        crop_size=int(cfg.data.crop_size),
+        mask_scales=tuple(float(s) for s in cfg.infer.mask_scales),
+        cam_scales=tuple(float(s) for s in cfg.infer.cam_scales),
+        heads=("seg", "cam"),
+        palette=np.array(VOC_PALETTE, dtype=np.uint8, copy=True),
+        source=str(source),
+        config=cfg,
+    )
+
+
+def model_info_from_metadata(meta: Any, source: str, max_batch: int | None = None) -> ModelInfo:
+    """ModelInfo from an :class:`seco_deploy.export.metadata.ExportMetadata` (ONNX / TensorRT files).
+
+    The embedded training config is parsed when present (an invalid one is ignored: only PAR
+    parameters and thresholds come from it, with defaults otherwise).
+    """
+    from seco_deploy.config import Config, ConfigError
+
+    cfg = None
+    if getattr(meta, "config", ""):
+        with contextlib.suppress(ConfigError):
+            cfg = Config.from_yaml(meta.config)
+    return ModelInfo(
+        classes=[str(c) for c in meta.classes],
+        mean=tuple(float(v) for v in meta.mean),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in meta.std),  # type: ignore[arg-type]
+        patch_size=int(meta.patch_size),
+        crop_size=int(meta.crop_size),
+        mask_scales=tuple(float(s) for s in meta.mask_scales),
+        cam_scales=tuple(float(s) for s in meta.cam_scales),
+        heads=tuple(meta.heads),
+        palette=_full_palette(meta.palette),
+        source=str(source),
+        input_shape=tuple(int(v) for v in meta.input_shape),  # type: ignore[arg-type]
+        max_batch=max_batch,
+        config=cfg,
+        extra={"precision": getattr(meta, "precision", "fp32"), "iteration": getattr(meta, "iteration", -1)},
+    )
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when a GPU is visible else ``cpu``; ``cpu``; ``cuda`` / ``cuda:N``.
+
+    Raises :class:`BackendError` for an unknown string and :class:`MissingRuntimeError` for a
+    CUDA device that is not there.
+    """
+    text = (spec or "auto").strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    kind, _, index = text.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise BackendError(f"device {spec!r}: choose auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise MissingRuntimeError(
+            f"device {spec!r} asked for a CUDA GPU but none is visible to PyTorch {torch.__version__} "
+            "(a CUDA build of PyTorch and an NVIDIA driver are needed); use --device cpu"
+        )
+    dev = torch.device(text)
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise MissingRuntimeError(f"{dev} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+class Backend(abc.ABC):
+    """Maps normalised images to logits; see the module docstring for the full contract."""
+
+    info: ModelInfo
+    device: torch.device
+
+    @abc.abstractmethod
+    def __call__(self, images: torch.Tensor, with_cam: bool = False) -> dict[str, torch.Tensor]:
+        """``images`` float32 (N, 3, H, W) on ``device`` -> ``{"seg"[, "cam", "cls"]}`` float32."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; backends without resources need nothing
+        """Release sessions / GPU memory."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TorchBackend(Backend):
+    """A ``seco train`` checkpoint run with PyTorch (``SeCoNet.forward_infer``), optional autocast."""
+
+    def __init__(self, path: str | Path, device: str = "auto", amp: str = "off") -> None:
+        from seco_deploy.train.checkpoint import CheckpointError, load_for_inference
+
+        if amp not in AMP_MODES:
+            raise BackendError(f"--amp {amp!r}: choose one of {', '.join(AMP_MODES)}")
+        self.device = resolve_device(device)
+        if amp == "fp16" and self.device.type == "cpu":
+            raise BackendError("--amp fp16 needs a CUDA device; on CPU use --amp bf16 or off")
+        try:
+            net, cfg, classes = load_for_inference(path, self.device)
+        except CheckpointError as exc:
+            raise BackendError(str(exc)) from exc
+        self.net = net
+        self.amp = amp
+        self.info = model_info_from_config(cfg, classes, net.patch_size, str(path))
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp == "off":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def __call__(self, images: torch.Tensor, with_cam: bool = False) -> dict[str, torch.Tensor]:
+        if self.net is None:
+            raise BackendError("this backend was closed")
+        with torch.inference_mode(), self._autocast():
+            out = self.net.forward_infer(images, with_cam=with_cam)
+        result = {"seg": out["seg_logits"].float()}
+        if with_cam:
+            result["cam"] = out["cams"].float()
+            result["cls"] = out["cls_logits"].float()
+        return result
+
+    def close(self) -> None:
+        self.net = None  # type: ignore[assignment]
+
+
+def open_backend(path: str | Path, device: str = "auto", amp: str = "off") -> tuple[Backend, ModelInfo]:
+    """Open a model file with the backend its suffix names; returns ``(backend, backend.info)``."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise BackendError(
+            f"model {p}: unknown file type {suffix or '(no suffix)'!r}; give a checkpoint (.pt), "
+            "an ONNX model (.onnx) or a TensorRT engine (.engine/.plan)"
+        )
+    if not p.is_file():
+        raise BackendError(f"model {p} does not exist")
+    module_name, class_name = _SUFFIXES[suffix]
+    try:
+        module = importlib.import_module(module_name)
+        backend_cls = getattr(module, class_name)
+    except (ImportError, AttributeError) as exc:
+        raise BackendError(
+            f"the {class_name} backend for {suffix} files is not available in this build ({exc})"
+        ) from exc
+    try:
+        backend = backend_cls(p, device=device, amp=amp)
+    except FileNotFoundError as exc:
+        raise BackendError(str(exc)) from exc
+    return backend, backend.info
