@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev,report]'
+	$(BIN)/python -m pip install -q -e '.[dev,report,crf]'
 	touch $(STAMP)
 
 venv: $(STAMP)
