@@ -36,3 +36,10 @@ def test_module_entry_point_runs() -> None:
     proc = subprocess.run([sys.executable, "-m", "seco_deploy.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert "predict" in proc.stdout
+
+
+def test_cli_start_up_does_not_import_torch() -> None:
+    """`seco --help` must stay instant: command modules import heavy libraries lazily."""
+    code = "import sys, seco_deploy.cli.app; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -12,7 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from seco_deploy.cli.common import EXIT_PARTIAL, EXIT_USAGE, console, fail
-from seco_deploy.metrics import FolderEvaluation, evaluate_folders, read_class_names
+
+if TYPE_CHECKING:  # the metrics module imports torch; keep `seco --help` fast
+    from seco_deploy.metrics import FolderEvaluation
 
 MAX_LISTED = 10  # problem files named on screen per kind (all of them go to --json)
 
@@ -29,6 +32,8 @@ def evaluate(
     Files are paired by name. mIoU averages the classes present in the ground truth. Missing,
     extra, unreadable or differently sized files are listed and skipped; the exit code is then 3.
     """
+    from seco_deploy.metrics import evaluate_folders, read_class_names
+
     names: list[str] | None = None
     if classes is not None:
         if not classes.is_file():
