@@ -14,7 +14,9 @@ from seco_deploy.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [["train"], ["export"], ["predict"], ["eval"], ["info"], ["demo"], ["data", "synth"]])
+@pytest.mark.parametrize(
+    "command", [["train"], ["export"], ["predict"], ["eval"], ["info"], ["demo"], ["data", "synth"]]
+)
 def test_every_command_has_help(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
