@@ -60,7 +60,7 @@ def test_layout_masks_and_tags_agree(tmp_path: Path) -> None:
     meta = load_synth_info(out)
     assert meta["context_index"] == {"water": 1, "rails": 2}
     assert meta["context_of"] == CONTEXT_OF and meta["contexts"] == list(CONTEXTS)
-    assert meta["difficulty"] == "cooccur" and meta["context_masks"] == "ContextMasks"
+    assert meta["difficulty"] == "hard" and meta["context_masks"] == "ContextMasks"
     seen_classes = set()
     for row in rows:
         name = Path(row["image"]).stem

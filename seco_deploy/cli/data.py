@@ -21,10 +21,10 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same bytes."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Fraction of images in the val split."),
     difficulty: str = typer.Option(
-        "cooccur",
+        "hard",
         "--difficulty",
-        help="Profile: easy (loose coupling, distinctive objects), cooccur (default: the co-occurrence trap), "
-        "hard (stronger coupling, smaller objects, more clutter).",
+        help="Profile: easy (loose coupling, distinctive objects), cooccur (the co-occurrence trap), "
+        "hard (default: stronger coupling, smaller objects, more clutter; the one that traps a plain CAM here).",
     ),
     preview: Path | None = typer.Option(None, "--preview", help="Write a contact sheet PNG here."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it holds an earlier synthetic set."),

@@ -1,0 +1,132 @@
+"""Scoring predicted masks of a synthetic set: mIoU, per-class IoU and FP:TP, context false activation.
+
+``score_folder(pred_dir, data_root, names)`` reads ``pred_dir/NAME.png`` for every name and the
+set's ``SegmentationClass`` / ``ContextMasks``; figures follow :mod:`seco_deploy.metrics` (mIoU
+over the classes present in the ground truth) and :mod:`seco_deploy.demo.cooccurrence`.
+``aux_cam_folder`` writes the auxiliary-CAM pseudo-labels of a checkpoint (PyTorch; the ONNX
+export carries the seg and CAM heads only) so they can be scored the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from seco_deploy.demo.cooccurrence import CooccurrenceMeter, couplings_from_synth
+from seco_deploy.metrics import ConfusionMatrix
+
+__all__ = ["aux_cam_folder", "score_folder", "split_names"]
+
+
+def split_names(data_root: str | Path, split: str) -> list[str]:
+    """Image names of ``ImageSets/Segmentation/<split>.txt``."""
+    path = Path(data_root) / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; is {data_root} a VOC-layout set?")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _clean(x: float) -> float | None:
+    return None if (isinstance(x, float) and math.isnan(x)) else (float(x) if not math.isinf(x) else float("inf"))
+
+
+def score_folder(
+    pred_dir: str | Path,
+    data_root: str | Path,
+    names: list[str],
+    away_px: float = 16.0,
+) -> dict[str, Any]:
+    """Score ``pred_dir/NAME.png`` against the ground truth of ``data_root`` for ``names``.
+
+    Returns ``miou``, ``images``, ``missing`` (names without a prediction), ``classes``: a list of
+    ``{name, iou, fp_tp, precision, recall, present}`` (background first) and ``cooccurrence``
+    (see :class:`CooccurrenceMeter`; empty when the set has no ``synth.json``).
+    """
+    from seco_deploy.data.io import read_mask
+    from seco_deploy.data.synth import load_synth_info
+
+    root, pred_dir = Path(data_root), Path(pred_dir)
+    try:
+        info = load_synth_info(root)
+        classes = list(info["classes"])
+    except FileNotFoundError:
+        info = None
+        classes = [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
+    cm = ConfusionMatrix(len(classes))
+    meter = CooccurrenceMeter(couplings_from_synth(info), away_px=away_px) if info is not None else None
+    missing: list[str] = []
+    for name in names:
+        pred_path = pred_dir / f"{name}.png"
+        if not pred_path.is_file():
+            missing.append(name)
+            continue
+        pred = read_mask(pred_path)
+        gt = read_mask(root / "SegmentationClass" / f"{name}.png")
+        cm.update(gt, pred)
+        if meter is not None:
+            ctx_path = root / "ContextMasks" / f"{name}.png"
+            meter.update(pred, gt, read_mask(ctx_path) if ctx_path.is_file() else None)
+    scores = cm.compute()
+    rows = [
+        {
+            "name": classes[k],
+            "iou": _clean(scores["iou"][k]),
+            "fp_tp": _clean(scores["fp_tp"][k]),
+            "precision": _clean(scores["precision"][k]),
+            "recall": _clean(scores["recall"][k]),
+            "present": bool(scores["present"][k]),
+        }
+        for k in range(len(classes))
+    ]
+    co = meter.compute() if meter is not None else {}
+    co = {k: {kk: (_clean(v) if isinstance(v, float) else v) for kk, v in row.items()} for k, row in co.items()}
+    return {
+        "miou": _clean(float(scores["miou"])),
+        "images": len(names) - len(missing),
+        "missing": missing,
+        "classes": rows,
+        "cooccurrence": co,
+    }
+
+
+def aux_cam_folder(
+    checkpoint: str | Path,
+    data_root: str | Path,
+    names: list[str],
+    out_dir: str | Path,
+    batch: int = 8,
+) -> Path:
+    """Write the aux-CAM pseudo-labels (given tags) of ``names`` as palette PNGs in ``out_dir``.
+
+    Same recipe as training validation: image resized to the crop size, multi-scale flip CAMs
+    (``model.cam_scales``) upsampled to the mask size, :func:`~seco_deploy.cam.cam_to_label` with
+    the true tags and ``model.bkg_thre``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from seco_deploy.cam import cam_to_label, multi_scale_cams
+    from seco_deploy.data.datasets import open_dataset
+    from seco_deploy.data.io import write_mask_png
+    from seco_deploy.data.palette import VOC_PALETTE
+    from seco_deploy.data.transforms import EvalTransform
+    from seco_deploy.train.checkpoint import load_for_inference
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net, cfg, _ = load_for_inference(checkpoint, device="cpu")
+    dataset = open_dataset(data_root, "trainval")
+    index = {n: i for i, n in enumerate(dataset.names)}
+    transform = EvalTransform(cfg.data)
+    with torch.inference_mode():
+        for start in range(0, len(names), batch):
+            samples = [dataset[index[n]] for n in names[start : start + batch]]
+            images = torch.stack([torch.from_numpy(transform(s.image)) for s in samples])
+            _, cam_aux = multi_scale_cams(net, images, cfg.model.cam_scales)
+            for i, s in enumerate(samples):
+                size = s.image.shape[:2]
+                cam = F.interpolate(cam_aux[i : i + 1], size=size, mode="bilinear", align_corners=False)
+                label = cam_to_label(cam, torch.from_numpy(s.tags[None]), cfg.model.bkg_thre)[0]
+                write_mask_png(out / f"{s.name}.png", label.to(torch.uint8).numpy(), VOC_PALETTE)
+    return out
