@@ -26,8 +26,9 @@ pytest: $(STAMP)
 
 test: lint pytest
 
+# OpenMP threads that wait passively keep a shared or busy CPU from thrashing (docs/cpu-preset.md).
 demo: $(STAMP)
-	$(BIN)/seco demo
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/seco demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
