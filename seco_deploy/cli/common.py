@@ -22,6 +22,3 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
-
-def not_built(command: str) -> NoReturn:
-    fail(f"`seco {command}` is not built yet in this version of seco-deploy.", EXIT_USAGE)
