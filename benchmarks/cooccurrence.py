@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from rich.console import Console
 
+    from seco_deploy.console import Console
     from seco_deploy.demo.pipeline import prepare_data
 
     torch.set_flush_denormal(True)
@@ -181,17 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = args.out / "cooccurrence.json"
     if path.is_file():  # keep the variants of an earlier run on the same data that this run does not redo
-        earlier = json.loads(path.read_text())
+        earlier = json.loads(path.read_text(encoding="utf-8"))
         if earlier.get("data_root") == result["data_root"]:
             result["variants"] = {k: v for k, v in earlier.get("variants", {}).items() if k not in keys}
     for key in keys:
         result["variants"][key] = run_variant(key, args, Path(data_root), args.out, console)
-        path.write_text(json.dumps(result, indent=2) + "\n")  # after every variant: partial results survive
+        # after every variant: partial results survive
+        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     result["variants"] = {k: result["variants"][k] for k in VARIANTS if k in result["variants"]}
     result["table"] = print_table(result)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     write_report(result, args.out)
     print(f"json: {path}\nreport: {args.out / 'report.html'}")
     return 0

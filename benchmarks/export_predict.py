@@ -255,7 +255,7 @@ def _run(args: argparse.Namespace, work: Path) -> int:
             "model": cfg.model.backbone, "size": args.size, "flops_per_image": flops, "cpus": cpus,
             "peaks_gflops": peaks, "rows": rows, "best": best,
             "torch": torch.__version__, "host": os.uname().nodename,
-        }, indent=2))
+        }, indent=2), encoding="utf-8")
     return 0
 
 

@@ -174,7 +174,7 @@ def main() -> None:
     data = work / "data"
     if not (data / "JPEGImages").is_dir() or len(list((data / "JPEGImages").iterdir())) != args.images:
         synthesize(data, images=args.images, size=args.size, seed=0, overwrite=True)
-    classes = (data / "classes.txt").read_text().split()
+    classes = (data / "classes.txt").read_text(encoding="utf-8").split()
     ckpt = work / "cpu_random.pt"
     if not ckpt.exists():
         build_inference_checkpoint(ckpt, classes, cfg=preset("cpu"))
@@ -205,7 +205,7 @@ def main() -> None:
                 flush=True,
             )
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -163,7 +163,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], base: Config | None = None) -> Config:
@@ -197,7 +197,7 @@ class Config:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
-        return cls.from_yaml(p.read_text(), base=base)
+        return cls.from_yaml(p.read_text(encoding="utf-8"), base=base)
 
     def override(self, assignments: list[str] | tuple[str, ...]) -> Config:
         """Apply ``section.key=value`` strings (values parsed as YAML scalars/lists)."""

@@ -34,7 +34,7 @@ def noise_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 def write_split(root: Path, split: str, names: list[str]) -> None:
     lists = root / "ImageSets" / "Segmentation"
     lists.mkdir(parents=True, exist_ok=True)
-    (lists / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
+    (lists / f"{split}.txt").write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
 
 
 def write_voc_masks(root: Path, mask_dir: str = "SegmentationClass") -> dict[str, list[int]]:
@@ -59,7 +59,7 @@ def write_voc_xml(root: Path) -> dict[str, list[str]]:
     for i, (name, objects) in enumerate(layout.items()):
         save_rgb(root / "JPEGImages" / f"{name}.jpg", noise_image(24, 32, 10 + i))
         (root / "Annotations").mkdir(parents=True, exist_ok=True)
-        (root / "Annotations" / f"{name}.xml").write_text(voc_xml(objects))
+        (root / "Annotations" / f"{name}.xml").write_text(voc_xml(objects), encoding="utf-8")
     write_split(root, "train", list(layout))
     return layout
 
@@ -81,8 +81,8 @@ def write_coco(root: Path) -> dict[str, list[int]]:
 def write_folder(root: Path, rows: list[str], classes: list[str]) -> None:
     """A folder dataset: images under ``root/img``, ``tags.csv`` rows as given, ``classes.txt``."""
     (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
-    (root / "classes.txt").write_text("\n".join(classes) + "\n")
-    (root / "tags.csv").write_text("\n".join(rows) + "\n")
+    (root / "classes.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
+    (root / "tags.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     for i, row in enumerate(rows[1:]):
         image = row.split(",")[0]
         if image:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _cli import invoke
 from PIL import Image
-from typer.testing import CliRunner
 
 from seco_deploy.data.palette import VOC_PALETTE
 from seco_deploy.infer.backends import Backend, ModelInfo
@@ -78,14 +78,11 @@ def every_file(root: Path) -> set[str]:
     return out
 
 
-runner = CliRunner()
 
 
 def seco(*args: str):
     """Run ``seco ARGS`` in this process; returns typer's Result (``exit_code``, ``output``)."""
-    from seco_deploy.cli import app
-
-    return runner.invoke(app, [str(a) for a in args])
+    return invoke(args)
 
 
 class StubBackend(Backend):

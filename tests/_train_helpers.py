@@ -29,7 +29,7 @@ def tiny_config(root: Path, *overrides: str) -> Config:
 
 def read_metrics(run_dir: Path, kind: str = "train") -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
-    return [r for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == kind]
+    return [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r["kind"] == kind]
 
 
 def ddp_worker(rank: int, world: int, port: int, root: str, run_dir: str, out_dir: str, overrides: list[str]) -> None:

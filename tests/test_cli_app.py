@@ -6,31 +6,28 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
+from _cli import invoke, said
 
 from seco_deploy import __version__
-from seco_deploy.cli import app
-
-runner = CliRunner()
 
 
 @pytest.mark.parametrize(
     "command", [["train"], ["export"], ["predict"], ["eval"], ["info"], ["demo"], ["data", "synth"]]
 )
 def test_every_command_has_help(command: list[str]) -> None:
-    result = runner.invoke(app, [*command, "--help"])
+    result = invoke([*command, "--help"])
     assert result.exit_code == 0, result.output
-    assert "Usage" in result.output
+    assert said(result, "Usage")
 
 
 def test_version() -> None:
-    result = runner.invoke(app, ["--version"])
+    result = invoke(["--version"])
     assert result.exit_code == 0
-    assert __version__ in result.output
+    assert said(result, __version__)
 
 
 def test_unknown_option_is_a_usage_error() -> None:
-    result = runner.invoke(app, ["eval", "--no-such-option"])
+    result = invoke(["eval", "--no-such-option"])
     assert result.exit_code == 2
 
 

@@ -70,20 +70,20 @@ def test_bad_override_names_the_key(override: str, fragment: str) -> None:
 
 def test_yaml_unknown_key_and_wrong_type_are_errors(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train:\n  batch_sise: 3\n")
+    bad.write_text("train:\n  batch_sise: 3\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="train.batch_sise"):
         build_config("test", config_file=bad)
-    bad.write_text("model:\n  backbone_kwargs: [1, 2]\n")
+    bad.write_text("model:\n  backbone_kwargs: [1, 2]\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="model.backbone_kwargs"):
         build_config("test", config_file=bad)
-    bad.write_text("nonsense: {a: 1}\n")
+    bad.write_text("nonsense: {a: 1}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="nonsense"):
         build_config("test", config_file=bad)
 
 
 def test_yaml_file_applies_over_preset_then_overrides_win(tmp_path) -> None:
     f = tmp_path / "c.yaml"
-    f.write_text("train:\n  iters: 99\n  batch_size: 3\nmodel:\n  backbone_kwargs: {depth: 2}\n")
+    f.write_text("train:\n  iters: 99\n  batch_size: 3\nmodel:\n  backbone_kwargs: {depth: 2}\n", encoding="utf-8")
     cfg = build_config("test", config_file=f, overrides=["train.iters=5"])
     assert cfg.train.iters == 5
     assert cfg.train.batch_size == 3
@@ -110,6 +110,6 @@ def test_presets_are_independent_copies() -> None:
 def test_off_and_on_stay_strings(tmp_path) -> None:
     assert build_config("test", overrides=["train.amp=off"]).train.amp == "off"
     f = tmp_path / "c.yaml"
-    f.write_text("train:\n  amp: off\nmodel:\n  use_lig: false\n")
+    f.write_text("train:\n  amp: off\nmodel:\n  use_lig: false\n", encoding="utf-8")
     cfg = build_config("test", config_file=f)
     assert cfg.train.amp == "off" and cfg.model.use_lig is False

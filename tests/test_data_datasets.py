@@ -81,7 +81,7 @@ def test_voc_with_xml_only(tmp_path: Path) -> None:
 def test_voc_xml_unknown_class_names_file_and_class(tmp_path: Path) -> None:
     write_voc_xml(tmp_path)
     (tmp_path / "Annotations" / "2008_000011.xml").write_text(
-        "<annotation><object><name>unicorn</name></object></annotation>"
+        "<annotation><object><name>unicorn</name></object></annotation>", encoding="utf-8"
     )
     ds = open_dataset(tmp_path, "train")
     with pytest.raises(DatasetError, match=r"2008_000011\.xml.*unknown class 'unicorn'"):
@@ -90,7 +90,8 @@ def test_voc_xml_unknown_class_names_file_and_class(tmp_path: Path) -> None:
 
 def test_voc_tags_csv_wins_over_masks(tmp_path: Path) -> None:
     write_voc_masks(tmp_path)
-    (tmp_path / "tags.csv").write_text("image,tags\n2007_000001.jpg,cat;dog\nJPEGImages/2007_000002.jpg,\n")
+    tags = "image,tags\n2007_000001.jpg,cat;dog\nJPEGImages/2007_000002.jpg,\n"
+    (tmp_path / "tags.csv").write_text(tags, encoding="utf-8")
     ds = open_dataset(tmp_path, "train")
     np.testing.assert_array_equal(ds[0].tags, _expected([8, 12], 20))
     np.testing.assert_array_equal(ds[1].tags, np.zeros(20, dtype=np.float32))
@@ -140,7 +141,7 @@ def test_coco_style_layout(tmp_path: Path) -> None:
     val = open_dataset(tmp_path, "val")
     np.testing.assert_array_equal(val[0].tags, _expected([18], 80))
     # A name list restricts the split.
-    (tmp_path / "train.txt").write_text("COCO_train2014_000000000025\n")
+    (tmp_path / "train.txt").write_text("COCO_train2014_000000000025\n", encoding="utf-8")
     assert open_dataset(tmp_path, "train").names == ["COCO_train2014_000000000025"]
 
 
@@ -193,12 +194,12 @@ def test_folder_errors(tmp_path: Path) -> None:
 
 def test_classes_txt_rules(tmp_path: Path) -> None:
     path = tmp_path / "classes.txt"
-    path.write_text("background\n\ncat\n")
+    path.write_text("background\n\ncat\n", encoding="utf-8")
     assert read_classes_txt(path) == ["background", "cat"]
-    path.write_text("background\ncat\ncat\n")
+    path.write_text("background\ncat\ncat\n", encoding="utf-8")
     with pytest.raises(DatasetError, match="line 3: class 'cat' repeats line 2"):
         read_classes_txt(path)
-    path.write_text("background\n")
+    path.write_text("background\n", encoding="utf-8")
     with pytest.raises(DatasetError, match="at least one foreground"):
         read_classes_txt(path)
 
@@ -217,7 +218,7 @@ def test_voc_with_png_images_and_classes_txt(tmp_path: Path) -> None:
     save_rgb(tmp_path / "JPEGImages" / "x.png", noise_image(8, 8))
     write_mask_png(tmp_path / "SegmentationClass" / "x.png", block_mask(8, 8, [0, 2], border=False))
     write_split(tmp_path, "train", ["x"])
-    (tmp_path / "classes.txt").write_text("background\nwater\nboat\n")
+    (tmp_path / "classes.txt").write_text("background\nwater\nboat\n", encoding="utf-8")
     ds = open_dataset(tmp_path, "train")
     assert ds.classes == ["background", "water", "boat"]
     assert ds[0].tags.tolist() == [0.0, 1.0]

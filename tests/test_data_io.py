@@ -116,7 +116,7 @@ def test_truncated_jpeg(tmp_path: Path) -> None:
 
 def test_text_file_named_jpg(tmp_path: Path) -> None:
     path = tmp_path / "notes.jpg"
-    path.write_text("this is not a picture\n")
+    path.write_text("this is not a picture\n", encoding="utf-8")
     with pytest.raises(ImageReadError, match=r"notes\.jpg.*not an image"):
         read_image(path)
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from _cli import invoke, said
 
-from seco_deploy.cli import app
 from seco_deploy.data.datasets import open_dataset
 from seco_deploy.data.io import read_image, read_mask
 from seco_deploy.data.synth import (
@@ -23,8 +22,6 @@ from seco_deploy.data.synth import (
     render_scene,
     synthesize,
 )
-
-runner = CliRunner()
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -54,7 +51,7 @@ def test_layout_masks_and_tags_agree(tmp_path: Path) -> None:
     out = tmp_path / "set"
     summary = synthesize(out, images=24, size=64, seed=0, val_fraction=0.25)
     assert (summary.train, summary.val) == (18, 6)
-    assert (out / "classes.txt").read_text().split() == list(CLASSES)
+    assert (out / "classes.txt").read_text(encoding="utf-8").split() == list(CLASSES)
     rows = list(csv.DictReader((out / "tags.csv").open()))
     assert [r["image"] for r in rows] == [f"JPEGImages/synth_{i:05d}.jpg" for i in range(24)]
     meta = load_synth_info(out)
@@ -75,7 +72,8 @@ def test_layout_masks_and_tags_agree(tmp_path: Path) -> None:
         assert (mask[context > 0] == 0).all()  # contexts are background in the ground truth
         seen_classes |= present
     assert len(seen_classes) >= 4
-    splits = {s: (out / "ImageSets" / "Segmentation" / f"{s}.txt").read_text().split() for s in ("train", "val")}
+    lists = out / "ImageSets" / "Segmentation"
+    splits = {s: (lists / f"{s}.txt").read_text(encoding="utf-8").split() for s in ("train", "val")}
     assert len(splits["train"]) == 18 and len(splits["val"]) == 6 and not set(splits["train"]) & set(splits["val"])
     assert {r["split"] for r in rows if Path(r["image"]).stem in splits["val"]} == {"val"}
     ds = open_dataset(out, "train")
@@ -124,31 +122,31 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--size must be at least 32"):
         synthesize(tmp_path / "x", images=2, size=16)
     (tmp_path / "busy").mkdir()
-    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    (tmp_path / "busy" / "keep.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(FileExistsError, match="not empty"):
         synthesize(tmp_path / "busy", images=2, size=32)
     with pytest.raises(FileExistsError, match="not a synthetic set"):
         synthesize(tmp_path / "busy", images=2, size=32, overwrite=True)
-    assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+    assert (tmp_path / "busy" / "keep.txt").read_text(encoding="utf-8") == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]  # no temporary folders left
 
 
 def test_cli_writes_layout_summary_and_preview(tmp_path: Path) -> None:
     out, preview = tmp_path / "synth", tmp_path / "preview.png"
     args = ["data", "synth", str(out), "--images", "6", "--size", "48", "--seed", "2", "--val-fraction", "0.5"]
-    result = runner.invoke(app, [*args, "--preview", str(preview)])
+    result = invoke([*args, "--preview", str(preview)])
     assert result.exit_code == 0, result.output
-    assert "images per class" in result.output and "P(water | boat)" in result.output
+    assert said(result, "images per class", "P(water | boat)")
     for rel in ("tags.csv", "classes.txt", "synth.json", "ImageSets/Segmentation/train.txt"):
         assert (out / rel).is_file(), rel
     assert len(list((out / "JPEGImages").glob("*.jpg"))) == 6
     assert len(list((out / "SegmentationClass").glob("*.png"))) == 6
     sheet = read_image(preview)
     assert sheet.shape[0] > 48 and sheet.shape[1] > 2 * 48
-    again = runner.invoke(app, args)
-    assert again.exit_code == 2 and "not empty" in again.output
-    replaced = runner.invoke(app, [*args, "--overwrite", "--difficulty", "hard"])
+    again = invoke(args)
+    assert again.exit_code == 2 and said(again, "is not empty; choose a new folder")
+    replaced = invoke([*args, "--overwrite", "--difficulty", "hard"])
     assert replaced.exit_code == 0, replaced.output
-    assert json.loads((out / "synth.json").read_text())["difficulty"] == "hard"
-    bad = runner.invoke(app, ["data", "synth", str(tmp_path / "y"), "--difficulty", "medium"])
-    assert bad.exit_code == 2 and "easy, cooccur, hard" in bad.output
+    assert json.loads((out / "synth.json").read_text(encoding="utf-8"))["difficulty"] == "hard"
+    bad = invoke(["data", "synth", str(tmp_path / "y"), "--difficulty", "medium"])
+    assert bad.exit_code == 2 and said(bad, "easy, cooccur, hard")

@@ -17,7 +17,7 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "a plain-CAM baseline" in proc.stdout and "d full SeCo" in proc.stdout
-    data = json.loads((out / "cooccurrence.json").read_text())
+    data = json.loads((out / "cooccurrence.json").read_text(encoding="utf-8"))
     assert set(data["variants"]) == {"a", "d"}
     a, d = data["variants"]["a"], data["variants"]["d"]
     assert a["switches"]["use_decomposition"] is False and d["switches"]["use_rectification"] is True
@@ -26,7 +26,7 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
         assert set(v["cooccurrence"]) == {"boat", "train", "horse", "person"}
         assert v["iterations"] >= 1
         assert Path(v["pred_dir"], "cams").is_dir()
-    html = (out / "report.html").read_text()
+    html = (out / "report.html").read_text(encoding="utf-8")
     assert 'id="comparison"' in html and "baseline CAM" in html and "SeCo CAM" in html
 
 

@@ -7,10 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
+from _cli import invoke, said
 from _demo_helpers import run_tiny_demo
-from typer.testing import CliRunner
 
-from seco_deploy.cli.app import app
 from seco_deploy.demo.report import DEMO_SECTIONS
 
 
@@ -26,8 +25,8 @@ def test_demo_writes_every_stage(tiny_demo) -> None:
     assert (out / "run" / "last.pt").is_file()
     assert (out / "run" / "metrics.jsonl").is_file()
     assert (out / "model.onnx").is_file()
-    val = (out / "data" / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
-    train = (out / "data" / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    val = (out / "data" / "ImageSets" / "Segmentation" / "val.txt").read_text(encoding="utf-8").split()
+    train = (out / "data" / "ImageSets" / "Segmentation" / "train.txt").read_text(encoding="utf-8").split()
     for name in val:
         assert (out / "pred" / "mask" / "masks" / f"{name}.png").is_file()
         assert (out / "pred" / "pseudo" / "cams" / f"{name}.jpg").is_file()
@@ -38,7 +37,7 @@ def test_demo_writes_every_stage(tiny_demo) -> None:
 
 
 def test_demo_figures(tiny_demo) -> None:
-    data = json.loads((tiny_demo.out / "figures.json").read_text())
+    data = json.loads((tiny_demo.out / "figures.json").read_text(encoding="utf-8"))
     products = data["products"]
     assert set(products) == {"CAM pseudo-labels", "CAM pseudo-labels (val)", "aux CAM pseudo-labels", "decoder masks"}
     for label, product in products.items():
@@ -56,7 +55,7 @@ def test_demo_figures(tiny_demo) -> None:
 
 
 def test_report_has_every_section(tiny_demo) -> None:
-    html = tiny_demo.report.read_text()
+    html = tiny_demo.report.read_text(encoding="utf-8")
     for section in DEMO_SECTIONS:
         assert f'<section id="{section}">' in html, section
     body = {sid: part for sid, part in re.findall(r'<section id="([^"]+)">(.*?)</section>', html, flags=re.S)}
@@ -75,11 +74,11 @@ def test_report_without_matplotlib(tiny_demo, monkeypatch: pytest.MonkeyPatch, t
     from seco_deploy.demo.pipeline import write_demo_report
 
     monkeypatch.setattr(plots, "have_matplotlib", lambda: False)
-    data = json.loads((tiny_demo.out / "figures.json").read_text())
+    data = json.loads((tiny_demo.out / "figures.json").read_text(encoding="utf-8"))
     out = tiny_demo.out
     report = write_demo_report(tmp_path, out / "data", out / "run", out / "pred", data["products"],
                                {"settings": data["settings"], "headline": "h"}, 2, 16.0)
-    html = report.read_text()
+    html = report.read_text(encoding="utf-8")
     assert "Training curves need matplotlib" in html
     assert 'id="examples"' in html and html.count("data:image/png;base64,") == 10
 
@@ -94,17 +93,17 @@ def test_report_without_matplotlib(tiny_demo, monkeypatch: pytest.MonkeyPatch, t
     ],
 )
 def test_cli_usage_errors(args: list[str], message: str, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), *args])
+    result = invoke(["demo", "--out", str(tmp_path / "d"), *args])
     assert result.exit_code == 2
-    assert message in result.output.replace("\n", " ")
+    assert said(result, message)
 
 
 def test_cli_reuses_checkpoint_and_prints_report_path(tiny_demo, tmp_path: Path) -> None:
     out = tmp_path / "d"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--preset", "test", "--images", "16", "--size", "64",
+    result = invoke(["demo", "--out", str(out), "--preset", "test", "--images", "16", "--size", "64",
                                       "--examples", "2", "--checkpoint", str(tiny_demo.out / "run" / "last.pt")])
     assert result.exit_code == 0, result.output
-    assert f"report: {out / 'report.html'}" in result.output
-    assert "mIoU: CAM pseudo-labels" in result.output.replace("\n", " ")
+    assert said(result, f"report: {out / 'report.html'}")
+    assert said(result, "mIoU: CAM pseudo-labels")
     assert not (out / "run").exists()  # training skipped
-    assert "reused" in json.loads((out / "figures.json").read_text())["settings"]["training"]
+    assert "reused" in json.loads((out / "figures.json").read_text(encoding="utf-8"))["settings"]["training"]

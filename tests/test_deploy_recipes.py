@@ -141,11 +141,9 @@ def test_stage_pod_mounts_the_same_volume_as_the_job(job: dict, k8s_documents: l
 
 
 def test_predict_help_lists_the_options_the_recipes_use(job: dict) -> None:
-    from typer.testing import CliRunner
+    from _cli import invoke
 
-    from seco_deploy.cli import app
-
-    result = CliRunner().invoke(app, ["predict", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    result = invoke(["predict", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     used = {str(a).split("=")[0] for a in _container(job)["args"] if str(a).startswith("--")}
     slurm = dry_run_argv(SLURM_PREDICT, {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2"})
@@ -267,7 +265,8 @@ def test_torchrun_launch_parses_for_torchrun_and_seco_train() -> None:
 
 def test_torchrun_launch_takes_nodes_and_master_from_slurm(tmp_path: Path) -> None:
     scontrol = tmp_path / "scontrol"  # stands in for Slurm's: `scontrol show hostnames LIST`
-    scontrol.write_text('#!/usr/bin/env bash\n[[ "$1 $2" == "show hostnames" ]] && printf "gpu07\\ngpu08\\n"\n')
+    script = '#!/usr/bin/env bash\n[[ "$1 $2" == "show hostnames" ]] && printf "gpu07\\ngpu08\\n"\n'
+    scontrol.write_text(script, encoding="utf-8")
     scontrol.chmod(0o755)
     env = {
         "DATA": "/d",

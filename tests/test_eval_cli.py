@@ -7,12 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from _cli import invoke, said
 
-from seco_deploy.cli import app
 from seco_deploy.data.io import write_mask_png
-
-runner = CliRunner()
 
 
 @pytest.fixture()
@@ -28,12 +25,12 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
 def test_eval_hand_computed_figures(folders: tuple[Path, Path], tmp_path: Path) -> None:
     pred, gt = folders
     classes = tmp_path / "classes.txt"
-    classes.write_text("background\ncat\ndog\nbird\n")
+    classes.write_text("background\ncat\ndog\nbird\n", encoding="utf-8")
     out = tmp_path / "report.json"
-    result = runner.invoke(app, ["eval", str(pred), "--gt", str(gt), "--classes", str(classes), "--json", str(out)])
+    result = invoke(["eval", str(pred), "--gt", str(gt), "--classes", str(classes), "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert "cat" in result.output and "63.89" in result.output  # mIoU in the title
-    report = json.loads(out.read_text())
+    assert said(result, "cat", "63.89")  # mIoU in the title
+    report = json.loads(out.read_text(encoding="utf-8"))
     assert report["images_evaluated"] == 2
     # Hand count: TP 3, 3, 2; GT pixels 4, 5, 2; predicted 3, 4, 3 (one "255" prediction).
     assert report["miou"] == pytest.approx((3 / 4 + 3 / 6 + 2 / 3) / 3)
@@ -49,9 +46,9 @@ def test_eval_hand_computed_figures(folders: tuple[Path, Path], tmp_path: Path) 
 def test_eval_without_classes_infers_count(folders: tuple[Path, Path], tmp_path: Path) -> None:
     pred, gt = folders
     out = tmp_path / "r.json"
-    result = runner.invoke(app, ["eval", str(pred), "--gt", str(gt), "--json", str(out)])
+    result = invoke(["eval", str(pred), "--gt", str(gt), "--json", str(out)])
     assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
+    report = json.loads(out.read_text(encoding="utf-8"))
     assert len(report["classes"]) == 3
     assert report["miou"] == pytest.approx((3 / 4 + 3 / 6 + 2 / 3) / 3)
 
@@ -65,9 +62,9 @@ def test_eval_reports_problem_files(folders: tuple[Path, Path], tmp_path: Path) 
     (gt / "broken.png").write_bytes(b"not a png")
     (pred / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "r.json"
-    result = runner.invoke(app, ["eval", str(pred), "--gt", str(gt), "--json", str(out)])
+    result = invoke(["eval", str(pred), "--gt", str(gt), "--json", str(out)])
     assert result.exit_code == 3, result.output
-    report = json.loads(out.read_text())
+    report = json.loads(out.read_text(encoding="utf-8"))
     assert report["missing"] == ["missing"] and report["extra"] == ["extra"]
     assert len(report["size_mismatch"]) == 1 and report["size_mismatch"][0].startswith("sized:")
     assert len(report["unreadable"]) == 1 and report["unreadable"][0].startswith("broken:")
@@ -79,7 +76,7 @@ def test_eval_reports_problem_files(folders: tuple[Path, Path], tmp_path: Path) 
 def test_eval_nothing_to_compare_is_usage_error(tmp_path: Path) -> None:
     (tmp_path / "p").mkdir()
     write_mask_png(tmp_path / "g" / "x.png", np.zeros((2, 2), dtype=np.uint8))
-    result = runner.invoke(app, ["eval", str(tmp_path / "p"), "--gt", str(tmp_path / "g")])
+    result = invoke(["eval", str(tmp_path / "p"), "--gt", str(tmp_path / "g")])
     assert result.exit_code == 2
-    result = runner.invoke(app, ["eval", str(tmp_path / "nope"), "--gt", str(tmp_path / "g")])
+    result = invoke(["eval", str(tmp_path / "nope"), "--gt", str(tmp_path / "g")])
     assert result.exit_code == 2

@@ -6,35 +6,30 @@ import json
 
 import onnx
 import pytest
+from _cli import invoke, said
 from _export_helpers import CLASSES, gpu_runtime_reason, workspace  # noqa: F401
 from onnx import numpy_helper
-from typer.testing import CliRunner
 
-from seco_deploy.cli import app
 from seco_deploy.cli.common import EXIT_MISSING_RUNTIME, EXIT_PARITY, EXIT_USAGE
 from seco_deploy.config import preset
-
-runner = CliRunner()
 
 
 def test_export_cli_writes_model_figures_and_info_round_trips(workspace, tmp_path) -> None:  # noqa: F811
     out = tmp_path / "model.onnx"
     figures = tmp_path / "export.json"
-    result = runner.invoke(
-        app, ["export", str(workspace.checkpoint), "--out", str(out), "--heads", "seg,cam", "--json", str(figures)]
-    )
+    result = invoke(["export", workspace.checkpoint, "--out", out, "--heads", "seg,cam", "--json", figures])
     assert result.exit_code == 0, result.output
-    assert "parity ok" in result.output
-    data = json.loads(figures.read_text())
+    assert said(result, "parity ok")
+    data = json.loads(figures.read_text(encoding="utf-8"))
     assert data["parity"]["passed"] is True
     assert len(data["parity"]["shapes"]) == 3
     assert data["parity"]["max_abs_diff"] < 1e-3 and data["parity"]["min_agreement"] >= 0.999
     assert data["input_shape"] == [-1, 3, -1, -1]
 
-    shown = runner.invoke(app, ["info", str(out), "--json"])
+    shown = invoke(["info", str(out), "--json"])
     assert shown.exit_code == 0, shown.output
     info = json.loads(shown.output)
-    ckpt_info = json.loads(runner.invoke(app, ["info", str(workspace.checkpoint), "--json"]).output)
+    ckpt_info = json.loads(invoke(["info", str(workspace.checkpoint), "--json"]).output)
     cfg = preset("test")
     assert info["kind"] == "onnx" and ckpt_info["kind"] == "checkpoint"
     for key in ("classes", "backbone", "patch_size", "crop_size", "mask_scales", "cam_scales", "mean", "std",
@@ -47,14 +42,14 @@ def test_export_cli_writes_model_figures_and_info_round_trips(workspace, tmp_pat
     assert info["checkpoint_sha256"] == ckpt_info["sha256"]
     assert info["outputs"]["cams"] == ["batch", len(CLASSES) - 1, "grid_h", "grid_w"]
 
-    text = runner.invoke(app, ["info", str(out)])
+    text = invoke(["info", str(out)])
     assert text.exit_code == 0
-    assert "classes" in text.output and "boat" in text.output and "opset" in text.output
+    assert said(text, "classes", "boat", "opset")
 
 
 def test_check_only_exits_4_on_a_corrupted_export(workspace, tmp_path) -> None:  # noqa: F811
     good = workspace.onnx("dyn_cam", heads=("seg", "cam"))
-    ok = runner.invoke(app, ["export", str(workspace.checkpoint), "--out", str(good), "--check-only"])
+    ok = invoke(["export", str(workspace.checkpoint), "--out", str(good), "--check-only"])
     assert ok.exit_code == 0, ok.output
 
     model = onnx.load(str(good))
@@ -64,9 +59,9 @@ def test_check_only_exits_4_on_a_corrupted_export(workspace, tmp_path) -> None: 
     target.CopyFrom(numpy_helper.from_array(values, target.name))
     bad = tmp_path / "bad.onnx"
     onnx.save(model, str(bad))
-    result = runner.invoke(app, ["export", str(workspace.checkpoint), "--out", str(bad), "--check-only"])
+    result = invoke(["export", str(workspace.checkpoint), "--out", str(bad), "--check-only"])
     assert result.exit_code == EXIT_PARITY, result.output
-    assert "parity check failed" in result.output and "FAIL" in result.output
+    assert said(result, "parity check failed", "FAIL")
 
 
 def test_usage_errors_exit_2(workspace, tmp_path) -> None:  # noqa: F811
@@ -79,7 +74,7 @@ def test_usage_errors_exit_2(workspace, tmp_path) -> None:  # noqa: F811
         ["info", str(tmp_path / "missing.onnx")],
     ]
     for args in cases:
-        result = runner.invoke(app, args)
+        result = invoke(args)
         assert result.exit_code == EXIT_USAGE, (args, result.output)
 
 
@@ -93,17 +88,16 @@ def test_info_rejects_an_onnx_file_without_metadata(tmp_path) -> None:
     )
     path = tmp_path / "foreign.onnx"
     onnx.save(helper.make_model(graph), str(path))
-    result = runner.invoke(app, ["info", str(path)])
+    result = invoke(["info", str(path)])
     assert result.exit_code == EXIT_USAGE
-    assert "no seco-deploy metadata" in result.output
+    assert said(result, "no seco-deploy metadata")
 
 
 def test_tensorrt_export_without_runtime_exits_5_saying_what_to_install(workspace, tmp_path) -> None:  # noqa: F811
     if gpu_runtime_reason() is None:
         pytest.skip("TensorRT and a GPU are present here; the missing-runtime path cannot be shown")
-    result = runner.invoke(
-        app, ["export", str(workspace.checkpoint), "--format", "trt", "--out", str(tmp_path / "m.engine")]
+    result = invoke(["export", str(workspace.checkpoint), "--format", "trt", "--out", str(tmp_path / "m.engine")]
     )
     assert result.exit_code == EXIT_MISSING_RUNTIME, result.output
-    assert "pip install" in result.output
+    assert said(result, "pip install")
     assert not (tmp_path / "m.engine").exists()

@@ -5,15 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _cli import invoke
 from _export_helpers import CLASSES, workspace  # noqa: F401
 from PIL import Image
-from typer.testing import CliRunner
 
-from seco_deploy.cli import app
 from seco_deploy.export.tensorrt import MissingRuntimeError
 from seco_deploy.infer.backends import BackendError, open_backend
-
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +19,14 @@ def synth_images(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("synth") / "set"
     synthesize(root, images=6, size=64, seed=1, val_fraction=0.0)
-    assert (root / "classes.txt").read_text().split() == CLASSES
+    assert (root / "classes.txt").read_text(encoding="utf-8").split() == CLASSES
     return root
 
 
 def _predict(model, source, out, *extra: str) -> list[np.ndarray]:
     args = ["predict", str(source), "--model", str(model), "--out", str(out), "--device", "cpu", "--workers", "0",
             "-q", *extra]
-    result = runner.invoke(app, args)
+    result = invoke(args)
     assert result.exit_code == 0, result.output
     files = sorted((out / "masks").glob("*.png"))
     assert len(files) == 6

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _cli import said
 from _predict_helpers import (
     CLASSES,
     checkpoint,
@@ -66,7 +67,7 @@ def test_unreadable_inputs_fail_the_rest_are_written(tmp_path: Path, checkpoint:
     (src / "empty.jpg").write_bytes(b"")
     full = write_image(src / "full.jpg", 64, 64, seed=3).read_bytes()
     (src / "truncated.jpg").write_bytes(full[: len(full) // 2])
-    (src / "notes.jpg").write_text("this is not a picture\n")
+    (src / "notes.jpg").write_text("this is not a picture\n", encoding="utf-8")
     (src / "full.jpg").unlink()
     out = tmp_path / "out"
     result = seco("predict", src, "--model", checkpoint, "--out", out, "--workers", "1")
@@ -76,7 +77,7 @@ def test_unreadable_inputs_fail_the_rest_are_written(tmp_path: Path, checkpoint:
     assert "empty" in by_name["empty"]["reason"] and "truncated" in by_name["truncated"]["reason"].lower()
     assert "not an image" in by_name["notes"]["reason"]
     assert sorted(outputs_of(out)) == ["good1.png", "good2.png"]
-    assert "3 failed" in result.output
+    assert said(result, "3 failed")
 
 
 def test_rerun_skips_complete_outputs_redoes_missing_or_broken(tmp_path: Path, checkpoint: Path) -> None:
@@ -106,7 +107,7 @@ def test_other_settings_over_existing_outputs_are_refused(tmp_path: Path, checkp
     assert seco("predict", tmp_path / "in", "--model", checkpoint, "--out", out).exit_code == 0
     before = outputs_of(out)
     result = seco("predict", tmp_path / "in", "--model", checkpoint, "--out", out, "--mode", "pseudo")
-    assert result.exit_code == 2 and "--overwrite" in result.output and "mode" in result.output
+    assert result.exit_code == 2 and said(result, "--overwrite", "mode")
     assert outputs_of(out) == before
 
 
@@ -162,7 +163,7 @@ def test_tags_file_naming_an_unknown_class_is_refused_before_any_work(tmp_path: 
     result = seco("predict", tmp_path / "in", "--model", checkpoint, "--out", out, "--mode", "pseudo",
                   "--tags", tmp_path / "tags.csv")
     assert result.exit_code == 2
-    assert "unicorn" in result.output and "line 3" in result.output
+    assert said(result, "unicorn", "line 3")
     assert not out.exists()
 
 

@@ -12,23 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from _cli import invoke, said
 from _train_helpers import make_dataset, read_metrics
-from typer.testing import CliRunner
 
-from seco_deploy.cli import app
 from seco_deploy.cli.train import apply_options, torchrun_args
 from seco_deploy.config import preset
 from seco_deploy.train.checkpoint import load_checkpoint
 from seco_deploy.train.distributed import torchrun_command
 from seco_deploy.train.loader import EpochShardSampler
 from seco_deploy.train.schedule import WarmupPolySchedule
-
-runner = CliRunner()
-
-
-def _text(result) -> str:  # type: ignore[no-untyped-def]
-    """The command's output with rich's line wrapping undone."""
-    return " ".join(result.output.split())
 
 
 @pytest.fixture(scope="module")
@@ -54,28 +46,28 @@ def test_torchrun_relaunch_drops_nproc_and_keeps_the_rest(tmp_path: Path) -> Non
 
 
 def test_usage_errors(data_root: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["train", "--data", str(tmp_path / "nope"), "--preset", "test"])
-    assert result.exit_code == 2 and "does not exist" in _text(result)
-    result = runner.invoke(app, ["train", "--data", str(data_root), "--preset", "test", "--set", "train.bogus=1"])
-    assert result.exit_code == 2 and "train.bogus" in _text(result)
-    result = runner.invoke(app, ["train", "--data", str(data_root), "--preset", "test", "--amp", "fp16",
+    result = invoke(["train", "--data", str(tmp_path / "nope"), "--preset", "test"])
+    assert result.exit_code == 2 and said(result, "does not exist")
+    result = invoke(["train", "--data", str(data_root), "--preset", "test", "--set", "train.bogus=1"])
+    assert result.exit_code == 2 and said(result, "train.bogus")
+    result = invoke(["train", "--data", str(data_root), "--preset", "test", "--amp", "fp16",
                                  "--device", "cpu", "--out", str(tmp_path / "r")])
-    assert result.exit_code == 5 and "CUDA" in _text(result)
-    result = runner.invoke(app, ["train", "--data", str(data_root), "--preset", "test", "--resume",
+    assert result.exit_code == 5 and said(result, "CUDA")
+    result = invoke(["train", "--data", str(data_root), "--preset", "test", "--resume",
                                  "--out", str(tmp_path / "none")])
-    assert result.exit_code == 2 and "does not exist" in _text(result)
+    assert result.exit_code == 2 and said(result, "does not exist")
 
 
 def test_cli_run_then_contradicting_resume(data_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "r"
     base = ["train", "--data", str(data_root), "--preset", "test", "--out", str(run), "--device", "cpu",
             "--set", "data.num_workers=0", "--set", "train.eval_every=100"]
-    result = runner.invoke(app, [*base, "--iters", "2"])
+    result = invoke([*base, "--iters", "2"])
     assert result.exit_code == 0, result.output
     assert load_checkpoint(run / "last.pt")["iteration"] == 2
-    assert "effective batch 4" in _text(result)
-    result = runner.invoke(app, [*base, "--iters", "3", "--resume", "--set", "model.backbone=vit_small_patch16_224"])
-    assert result.exit_code == 2 and "model.backbone" in _text(result)
+    assert said(result, "effective batch 4")
+    result = invoke([*base, "--iters", "3", "--resume", "--set", "model.backbone=vit_small_patch16_224"])
+    assert result.exit_code == 2 and said(result, "model.backbone")
 
 
 def test_sampler_resume_position_and_shards() -> None:
@@ -120,5 +112,5 @@ def test_sigkill_then_resume_finishes_with_the_same_schedule(data_root: Path, tm
     schedule = WarmupPolySchedule(cfg.train.warmup_iters, cfg.train.warmup_ratio, 30, cfg.train.poly_power)
     assert [r["lr"] for r in lines] == [cfg.train.lr * schedule.factor(i) for i in range(30)]
     assert load_checkpoint(run / "last.pt")["iteration"] == 30
-    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["kind"] == "event"
+    assert json.loads((run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[0])["kind"] == "event"
     assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 30

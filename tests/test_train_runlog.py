@@ -28,7 +28,7 @@ def test_lines_tensorboard_and_truncation(tmp_path: Path) -> None:
     log.write("event", {"event": "stop", "iteration": 3, "reason": "time limit"})
     tb = log.tb
     log.close()
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["kind"] for r in rows] == ["train", "train", "train", "val", "event"]
     assert rows[0]["cls"] == "nan" and rows[2]["lr"] == 0.1 * 3  # NaN is written as a string
     assert ("train/lr", 0.2, 2) in tb.scalars and ("val/miou_seg", 0.5, 3) in tb.scalars
@@ -37,5 +37,5 @@ def test_lines_tensorboard_and_truncation(tmp_path: Path) -> None:
     with open(tmp_path / "metrics.jsonl", "a") as fh:
         fh.write('{"kind": "train", "itera')
     assert MetricsLog.truncate_after(tmp_path, 1) == 5
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(r["kind"], r["iteration"]) for r in rows] == [("train", 1)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import NoReturn
 
 import typer
-from rich.console import Console
+
+from seco_deploy.console import Console
 
 EXIT_OK = 0
 EXIT_ERROR = 1

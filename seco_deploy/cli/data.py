@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from seco_deploy.cli.common import EXIT_ERROR, EXIT_USAGE, fail
+from seco_deploy.console import Console
 
 app = typer.Typer(help="Dataset utilities: synthesise a co-occurrence set.", no_args_is_help=True)
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from seco_deploy.cli.common import EXIT_PARTIAL, EXIT_USAGE, console, fail
+from seco_deploy.console import Console
 
 if TYPE_CHECKING:  # the metrics module imports torch; keep `seco --help` fast
     from seco_deploy.metrics import FolderEvaluation
@@ -64,7 +64,7 @@ def evaluate(
     _print_problems(result)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result.to_dict(names), indent=2) + "\n")
+        json_out.write_text(json.dumps(result.to_dict(names), indent=2) + "\n", encoding="utf-8")
     if result.problems:
         raise typer.Exit(EXIT_PARTIAL)
 

@@ -753,7 +753,7 @@ def synthesize(
         _write_lists(tmp, names, is_val, tags_all)
         summary = _summarise(out, names, is_val, tags_all, ctx_area, area, profile)
         meta = _metadata(images, size, seed, val_fraction, profile, summary)
-        (tmp / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / "synth.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             trash = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
             os.replace(out, trash)
@@ -777,15 +777,15 @@ def _write_lists(tmp: Path, names: list[str], is_val: np.ndarray, tags: np.ndarr
     train = [n for n, v in zip(names, is_val, strict=True) if not v]
     val = [n for n, v in zip(names, is_val, strict=True) if v]
     lists = tmp / "ImageSets" / "Segmentation"
-    (lists / "train.txt").write_text("".join(f"{n}\n" for n in train))
-    (lists / "val.txt").write_text("".join(f"{n}\n" for n in val))
-    (lists / "trainval.txt").write_text("".join(f"{n}\n" for n in names))
+    (lists / "train.txt").write_text("".join(f"{n}\n" for n in train), encoding="utf-8")
+    (lists / "val.txt").write_text("".join(f"{n}\n" for n in val), encoding="utf-8")
+    (lists / "trainval.txt").write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
     rows = ["image,tags,split"]
     for name, row, v in zip(names, tags, is_val, strict=True):
         present = ";".join(CLASSES[c + 1] for c in np.flatnonzero(row))
         rows.append(f"JPEGImages/{name}.jpg,{present},{'val' if v else 'train'}")
-    (tmp / "tags.csv").write_text("\n".join(rows) + "\n")
-    (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in CLASSES))
+    (tmp / "tags.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in CLASSES), encoding="utf-8")
 
 
 def _rate(numerator: np.ndarray, denominator: np.ndarray) -> float:
@@ -879,7 +879,7 @@ def load_synth_info(root: str | os.PathLike[str]) -> dict:
     path = Path(root) / "synth.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; {root} is not a set written by `seco data synth`")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def read_context_mask(root: str | os.PathLike[str], name: str) -> np.ndarray:

@@ -24,7 +24,7 @@ def split_names(data_root: str | Path, split: str) -> list[str]:
     path = Path(data_root) / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; is {data_root} a VOC-layout set?")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _clean(x: float) -> float | None:
@@ -52,7 +52,8 @@ def score_folder(
         classes = list(info["classes"])
     except FileNotFoundError:
         info = None
-        classes = [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
+        lines = (root / "classes.txt").read_text(encoding="utf-8").splitlines()
+        classes = [line.strip() for line in lines if line.strip()]
     cm = ConfusionMatrix(len(classes))
     meter = CooccurrenceMeter(couplings_from_synth(info), away_px=away_px) if info is not None else None
     missing: list[str] = []

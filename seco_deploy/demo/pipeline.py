@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from seco_deploy.config import Config, build_config, validate
+from seco_deploy.console import Console
 
 __all__ = [
     "DemoOptions",
@@ -231,7 +230,7 @@ def train_run(cfg: Config, run_dir: Path, console: Console) -> TrainOutcome:
         shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     config_path = run_dir.parent / f"{run_dir.name}.config.yaml"
-    config_path.write_text(cfg.to_yaml())
+    config_path.write_text(cfg.to_yaml(), encoding="utf-8")
     cmd = [sys.executable, "-m", "seco_deploy.cli", "train", "--data", cfg.data.root, "--out", str(run_dir),
            "--preset", "voc", "--config", str(config_path)]
     env = dict(os.environ)
@@ -245,7 +244,7 @@ def train_run(cfg: Config, run_dir: Path, console: Console) -> TrainOutcome:
     from seco_deploy.export import checkpoint_iteration
 
     reason = "done"
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         if '"stop"' in line:
             try:
                 reason = json.loads(line).get("reason", reason)
@@ -274,7 +273,7 @@ def export_model(checkpoint: Path, out: Path, console: Console) -> dict[str, Any
 
 def _list_file(data_root: Path, names: list[str], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{(data_root / 'JPEGImages' / f'{n}.jpg').resolve()}\n" for n in names))
+    path.write_text("".join(f"{(data_root / 'JPEGImages' / f'{n}.jpg').resolve()}\n" for n in names), encoding="utf-8")
     return path
 
 
@@ -400,7 +399,7 @@ def write_demo_report(
              "written by <code>seco predict --save-cam</code>. Water and rails are background in the ground truth "
              "(tinted); heat or labels on them are co-occurrence errors."))
     if benchmark is not None and (benchmark / "cooccurrence.json").is_file():
-        bench = json.loads((benchmark / "cooccurrence.json").read_text())
+        bench = json.loads((benchmark / "cooccurrence.json").read_text(encoding="utf-8"))
         bench_root = Path(bench.get("data_root", data_root))
         bnames = pick_examples(bench_root, split_names(bench_root, "train"), examples)
         rep.add("comparison", "Baseline vs SeCo (benchmarks/cooccurrence.py)",
@@ -477,8 +476,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
                                {"settings": settings, "headline": figures["headline"]},
                                options.examples, options.away_px, options.benchmark)
     seconds["report"] = time.perf_counter() - t
-    (out / "figures.json").write_text(json.dumps({"figures": figures, "products": products,
-                                                  "seconds": seconds, "settings": settings}, indent=2) + "\n")
+    record = {"figures": figures, "products": products, "seconds": seconds, "settings": settings}
+    (out / "figures.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return DemoResult(out=out, report=report, figures=figures, seconds=seconds)
 
 

@@ -30,7 +30,7 @@ def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str,
     p = Path(path)
     if not p.is_file():
         return train, val
-    for line in p.read_text().splitlines():
+    for line in p.read_text(encoding="utf-8").splitlines():
         try:
             rec = json.loads(line)
         except ValueError:

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
 
 from seco_deploy import __version__
 from seco_deploy.config import Config, ConfigError
+from seco_deploy.console import Console
 from seco_deploy.data.io import atomic_write_text
 from seco_deploy.train.checkpoint import (
     CheckpointError,
