@@ -146,7 +146,7 @@ def torch_step(net, images: torch.Tensor, batch: int, amp: bool, threads: int) -
 
 
 def ort_step(path: Path, images: torch.Tensor, batch: int, threads: int, level: str) -> Callable[[], int]:
-    from seco_deploy.infer.onnx_backend import OnnxRunner
+    from seco_deploy.runtime.onnx_backend import OnnxRunner
 
     runner = OnnxRunner(path, device="cpu", threads=threads, opt_level=level)
     chunks = [np.ascontiguousarray(c.numpy()) for c in images.split(batch)]
@@ -181,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, work: Path) -> int:
     from seco_deploy.config import preset
-    from seco_deploy.export.metadata import metadata_from_checkpoint
     from seco_deploy.export.onnx_export import OnnxExportOptions, export_onnx
-    from seco_deploy.infer.onnx_backend import available_cpus
-    from seco_deploy.train.checkpoint import build_inference_checkpoint, load_checkpoint, load_for_inference
+    from seco_deploy.runtime.card import card_from_checkpoint
+    from seco_deploy.runtime.checkpoint import load_checkpoint, load_for_inference
+    from seco_deploy.runtime.device import available_cpus
+    from seco_deploy.train.checkpoint import build_inference_checkpoint
 
     cpus = available_cpus()
     thread_counts = [int(t) for t in args.threads.split(",") if t] or [cpus]
@@ -198,7 +199,7 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     patch = int(net.encoder.patch_size)
     if args.size % patch:
         raise SystemExit(f"--size must be a multiple of the patch size {patch}")
-    meta = metadata_from_checkpoint(ckpt, cfg, classes, patch, ["seg"], [-1, 3, -1, -1],
+    meta = card_from_checkpoint(ckpt, cfg, classes, patch, ["seg"], [-1, 3, -1, -1],
                                     iteration=int(load_checkpoint(ckpt).get("iteration", -1)))
     onnx_path = work / "model.onnx"
     t0 = time.perf_counter()

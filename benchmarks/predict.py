@@ -51,9 +51,9 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from seco_deploy.data.io import read_image
-    from seco_deploy.infer.backends import Backend, open_backend
     from seco_deploy.infer.predictor import PredictOptions, Predictor
     from seco_deploy.infer.sources import expand_source
+    from seco_deploy.runtime.backends import Backend, open_backend
 
     torch.set_flush_denormal(True)
     if args.threads:

@@ -46,6 +46,14 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the dotted key."""
 
 
+class ConfigWarning(UserWarning):
+    """A configuration file uses a key that moved; the message names the new key."""
+
+
+# Keys that moved so that each setting has one field: old dotted key -> new dotted key.
+MOVED_KEYS = {"model.bkg_thre": "infer.bkg_thre", "infer.cam_scales": "model.cam_scales"}
+
+
 @dataclass
 class DataConfig:
     """Where the data is and how training views are made (SPEC 2, "Data")."""
@@ -86,7 +94,8 @@ class ModelConfig:
     rectify_sigma: float = 0.9
     high_thre: float = 0.7
     low_thre: float = 0.25
-    bkg_thre: float = 0.5
+    # Multi-scale flip CAMs: the training step's CAMs (method §2.2), validation and `seco predict
+    # --mode pseudo` (method §3.1) all use these scales.
     cam_scales: tuple[float, ...] = (1.0, 0.5, 0.75, 1.5)
     par_iters: int = 10
     par_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
@@ -140,9 +149,8 @@ class InferConfig:
     """Prediction defaults (SPEC 3)."""
 
     mask_scales: tuple[float, ...] = (1.0, 1.25, 1.5)
-    cam_scales: tuple[float, ...] = (1.0, 0.5, 0.75, 1.5)
     flip: bool = True
-    bkg_thre: float = 0.5
+    bkg_thre: float = 0.5  # CAM pseudo-labels: background where the best class CAM <= this (validation, predict)
     cls_threshold: float = 0.0  # logit threshold when no tags are given
     crf_iters: int = 10
     batch: int = 4
@@ -172,6 +180,7 @@ class Config:
         cfg = _deepcopy(cfg)
         if not isinstance(data, dict):
             raise ConfigError(f"config must be a mapping of sections, got {type(data).__name__}")
+        data = _migrate_moved_keys(data)
         for section, values in data.items():
             if section not in _SECTIONS:
                 raise ConfigError(f"unknown config section {section!r}; known: {', '.join(_SECTIONS)}")
@@ -212,6 +221,9 @@ class Config:
             section, key = parts
             if section not in _SECTIONS:
                 raise ConfigError(f"unknown config section {section!r} in {dotted!r}")
+            moved = MOVED_KEYS.get(f"{section}.{key}")
+            if moved is not None:
+                raise ConfigError(f"'{section}.{key}' is now '{moved}' (one setting, one field): use --set {moved}=...")
             try:
                 value = _load_yaml(raw) if raw.strip() != "" else ""
             except yaml.YAMLError as exc:
@@ -221,6 +233,44 @@ class Config:
 
 
 _SECTIONS = ("data", "model", "train", "infer")
+_SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "infer": InferConfig}
+
+
+def _migrate_moved_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with every key of :data:`MOVED_KEYS` moved to its new place, warning (ConfigWarning).
+
+    An old key alone is read as the new one. When both are given, the new key wins; the old one is
+    dropped silently when the values agree (a checkpoint written before the move holds both).
+    """
+    import warnings
+
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for old, new in MOVED_KEYS.items():
+        old_section, old_key = old.split(".")
+        new_section, new_key = new.split(".")
+        values = out.get(old_section)
+        if not isinstance(values, dict) or old_key not in values:
+            continue
+        value = values.pop(old_key)
+        target = out.setdefault(new_section, {})
+        if target is None:
+            target = out[new_section] = {}
+        if not isinstance(target, dict):
+            continue  # the section error is reported by the caller
+        if new_key not in target:
+            target[new_key] = value
+            warnings.warn(f"config key '{old}' is now '{new}'; read as {new} = {value!r} (rename it in your "
+                          "config file)", ConfigWarning, stacklevel=3)
+            continue
+        hint = typing.get_type_hints(_SECTION_TYPES[new_section])[new_key]
+        try:
+            same = coerce(hint, value, old) == coerce(hint, target[new_key], new)
+        except ConfigError:
+            same = False
+        if not same:
+            warnings.warn(f"config key '{old}' ({value!r}) is ignored: it is the same setting as '{new}', which "
+                          f"is {target[new_key]!r}; remove '{old}' from your config file", ConfigWarning, stacklevel=3)
+    return out
 
 
 def _deepcopy(cfg: Config) -> Config:
@@ -364,7 +414,6 @@ def _cpu() -> Config:
     cfg.model.freeze_pos_embed = False  # from scratch the positional embedding is random: let it learn
     cfg.model.reg_max_points = 1024  # CRF regulariser grid: 32 x 32 points per image is plenty at 160 px
     cfg.infer.mask_scales = (1.0,)
-    cfg.infer.cam_scales = (1.0,)
     cfg.infer.batch = 8
     cfg.train.iters = 800
     cfg.train.batch_size = 16
@@ -399,7 +448,6 @@ def _test() -> Config:
     cfg.model.par_iters = 2
     cfg.model.par_dilations = (1, 2)
     cfg.infer.mask_scales = (1.0,)
-    cfg.infer.cam_scales = (1.0,)
     cfg.train.iters = 12
     cfg.train.batch_size = 4
     cfg.train.lr = 1e-4

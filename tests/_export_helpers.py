@@ -37,7 +37,7 @@ def _workspace(root: str) -> ExportWorkspace:
 
 @functools.cache
 def _export(root: Path, checkpoint: Path, name: str, options: tuple) -> Path:
-    from seco_deploy.export import ExportRequest, export_checkpoint
+    from seco_deploy.export.exporter import ExportRequest, export_checkpoint
 
     out = root / f"{name}.onnx"
     outcome = export_checkpoint(ExportRequest(checkpoint=checkpoint, out=out, check=False, **dict(options)))
@@ -50,14 +50,15 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> ExportWorkspace:
 
 
 def load_net(checkpoint: Path):
-    from seco_deploy.train.checkpoint import load_for_inference
+    from seco_deploy.runtime.checkpoint import load_for_inference
 
     return load_for_inference(checkpoint, "cpu")
 
 
 def gpu_runtime_reason() -> str | None:
     """None when TensorRT and a CUDA GPU are usable here, else why the GPU tests skip."""
-    from seco_deploy.export.tensorrt import MissingRuntimeError, require_gpu_runtime
+    from seco_deploy.runtime.device import require_gpu_runtime
+    from seco_deploy.runtime.errors import MissingRuntimeError
 
     try:
         require_gpu_runtime("cuda")

@@ -14,7 +14,7 @@ from _cli import invoke
 from PIL import Image
 
 from seco_deploy.data.palette import VOC_PALETTE
-from seco_deploy.infer.backends import Backend, ModelInfo
+from seco_deploy.runtime.backends import Backend, ModelInfo
 
 CLASSES = ["background", "cat", "dog", "boat"]
 _CHECKPOINTS: dict[str, Path] = {}

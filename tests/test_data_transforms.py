@@ -26,6 +26,7 @@ from seco_deploy.data.transforms import (
     random_resized_crop_box,
     solarize,
 )
+from seco_deploy.data.workers import worker_init_fn
 
 MEAN = np.array(DataConfig().mean, dtype=np.float32)[:, None, None]
 STD = np.array(DataConfig().std, dtype=np.float32)[:, None, None]
@@ -161,7 +162,7 @@ def test_train_dataset_tensors_and_worker_independence(tmp_path: Path) -> None:
     assert not torch.equal(ds[0]["global_view"], item["global_view"])
     ds.set_epoch(0)
     serial = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=0)))
-    parallel = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)))
+    parallel = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, worker_init_fn=worker_init_fn)))
     for key in ("image", "global_view", "local_view", "img_box", "mask", "tags"):
         assert torch.equal(serial[key], parallel[key]), key
 

@@ -8,7 +8,6 @@ import torch
 from _export_helpers import CLASSES, load_net, workspace  # noqa: F401
 from onnx import numpy_helper
 
-from seco_deploy.export.metadata import read_onnx_metadata
 from seco_deploy.export.parity import (
     FP16_TOLERANCE,
     FP32_TOLERANCE,
@@ -16,7 +15,8 @@ from seco_deploy.export.parity import (
     parity_shapes,
     torch_runner,
 )
-from seco_deploy.infer.onnx_backend import OnnxRunner
+from seco_deploy.runtime.card import read_onnx_card
+from seco_deploy.runtime.onnx_backend import OnnxRunner
 
 
 def _dims(value: onnx.ValueInfoProto) -> list:
@@ -25,7 +25,7 @@ def _dims(value: onnx.ValueInfoProto) -> list:
 
 def _parity(path, checkpoint, tolerance=FP32_TOLERANCE):
     net, _, _ = load_net(checkpoint)
-    meta = read_onnx_metadata(path)
+    meta = read_onnx_card(path)
     shapes = parity_shapes(meta.input_shape, meta.crop_size, meta.patch_size)
     runner = OnnxRunner(path, device="cpu", threads=1)
     return shapes, check_parity(torch_runner(net, "cam" in meta.heads), runner.run, shapes, tolerance)
@@ -72,7 +72,7 @@ def test_static_batch_export_is_fully_static(workspace) -> None:  # noqa: F811
     path = workspace.onnx("static_b2", dynamic=False, batch=2)
     model = onnx.load(str(path))
     assert _dims(model.graph.input[0]) == [2, 3, 64, 64]
-    meta = read_onnx_metadata(path)
+    meta = read_onnx_card(path)
     assert meta.input_shape == [2, 3, 64, 64]
     assert parity_shapes(meta.input_shape, 64, 16) == [(2, 3, 64, 64)] * 3
 
@@ -92,14 +92,14 @@ def test_fp16_export_keeps_layernorm_fp32_and_passes_fp16_tolerance(workspace) -
     assert {model.graph.input[0].type.tensor_type.elem_type, model.graph.output[0].type.tensor_type.elem_type} == {
         onnx.TensorProto.FLOAT
     }
-    assert read_onnx_metadata(path).precision == "fp16"
+    assert read_onnx_card(path).precision == "fp16"
     _, report = _parity(path, workspace.checkpoint, FP16_TOLERANCE)
     assert report.passed, report.lines()
     assert report.max_abs_diff > 0  # it really ran in half precision
 
 
 def test_export_rejects_bad_options(workspace, tmp_path) -> None:  # noqa: F811
-    from seco_deploy.export import ExportRequest, export_checkpoint
+    from seco_deploy.export.exporter import ExportRequest, export_checkpoint
 
     bad = [
         ({"size": 50}, "multiple of the patch size"),

@@ -9,8 +9,8 @@ from _cli import invoke
 from _export_helpers import CLASSES, workspace  # noqa: F401
 from PIL import Image
 
-from seco_deploy.export.tensorrt import MissingRuntimeError
-from seco_deploy.infer.backends import BackendError, open_backend
+from seco_deploy.runtime.backends import open_backend
+from seco_deploy.runtime.errors import BackendError, MissingRuntimeError
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_onnx_backend_contract(workspace) -> None:  # noqa: F811
 def test_onnx_backend_devices(workspace) -> None:  # noqa: F811
     import onnxruntime as ort
 
-    from seco_deploy.infer.onnx_backend import resolve_providers
+    from seco_deploy.runtime.onnx_backend import resolve_providers
 
     cpu_only = ["CPUExecutionProvider"]
     assert resolve_providers("auto", cpu_only) == (["CPUExecutionProvider"], torch.device("cpu"))

@@ -7,23 +7,21 @@ import json
 import pytest
 from _export_helpers import gpu_runtime_reason, workspace  # noqa: F401
 
-from seco_deploy.export.metadata import ExportMetadata, describe
 from seco_deploy.export.parity import engine_parity_shapes
-from seco_deploy.export.tensorrt import (
-    ENGINE_MAGIC,
-    MissingRuntimeError,
-    ProfileShapes,
+from seco_deploy.export.tensorrt.build import workspace_bytes
+from seco_deploy.export.tensorrt.profile import (
     parse_shape,
-    read_engine_file,
-    require_gpu_runtime,
     resolve_profile,
     side_for_scale,
     tta_profile,
     tta_sides,
     validate_profile,
-    workspace_bytes,
-    write_engine_file,
 )
+from seco_deploy.runtime.card import ModelCard
+from seco_deploy.runtime.describe import describe
+from seco_deploy.runtime.device import require_gpu_runtime
+from seco_deploy.runtime.engine_file import ENGINE_MAGIC, ProfileShapes, read_engine_file, write_engine_file
+from seco_deploy.runtime.errors import MissingRuntimeError
 
 
 def test_parse_shape_accepts_x_and_commas_and_rejects_the_rest() -> None:
@@ -112,7 +110,7 @@ def test_workspace_bytes() -> None:
             workspace_bytes(bad)
 
 
-def _meta(**changes) -> ExportMetadata:
+def _meta(**changes) -> ModelCard:
     values = dict(
         classes=["background", "a", "b"], palette=[[0, 0, 0], [128, 0, 0], [0, 128, 0]], mean=[0.5] * 3,
         std=[0.25] * 3, patch_size=16, crop_size=64, mask_scales=[1.0], cam_scales=[1.0, 0.5], heads=["seg", "cam"],
@@ -120,7 +118,7 @@ def _meta(**changes) -> ExportMetadata:
         extra={"tensorrt_version": "10.9.0", "profile": {"min": [1, 3, 32, 32]}},
     )
     values.update(changes)
-    return ExportMetadata(**values)
+    return ModelCard(**values)
 
 
 def test_engine_file_round_trips_metadata_and_plan(tmp_path) -> None:
@@ -132,7 +130,7 @@ def test_engine_file_round_trips_metadata_and_plan(tmp_path) -> None:
     assert raw[16 + header_len :] == plan  # the documented layout: strip 16 + N bytes for the bare plan
     props, got = read_engine_file(path)
     assert got == plan
-    meta = ExportMetadata.from_props(props)
+    meta = ModelCard.from_props(props)
     assert meta == _meta()
     info = describe(path)  # no TensorRT needed to read the header
     assert info["kind"] == "tensorrt-engine" and info["classes"] == ["background", "a", "b"]
@@ -165,7 +163,8 @@ def test_missing_runtime_message_says_what_to_install() -> None:
 
 
 def test_tensorrt_backend_refuses_cpu_and_reports_a_missing_runtime(tmp_path) -> None:
-    from seco_deploy.infer.backends import BackendError, open_backend
+    from seco_deploy.runtime.backends import open_backend
+    from seco_deploy.runtime.errors import BackendError
 
     path = write_engine_file(tmp_path / "m.engine", b"not-a-real-plan", _meta().to_props())
     with pytest.raises(BackendError, match="CUDA GPU only"):
@@ -185,8 +184,8 @@ _GPU_REASON = gpu_runtime_reason()
 def test_engine_build_parity_and_backend_on_gpu(workspace, tmp_path, fp16) -> None:  # noqa: F811
     import torch
 
-    from seco_deploy.export import ExportRequest, export_checkpoint
-    from seco_deploy.infer.backends import open_backend
+    from seco_deploy.export.exporter import ExportRequest, export_checkpoint
+    from seco_deploy.runtime.backends import open_backend
 
     out = tmp_path / ("m16.engine" if fp16 else "m32.engine")
     cache = tmp_path / "timing.cache"
@@ -197,7 +196,7 @@ def test_engine_build_parity_and_backend_on_gpu(workspace, tmp_path, fp16) -> No
     assert outcome.parity is not None and outcome.parity.passed, outcome.parity.lines()
     assert cache.is_file() and cache.stat().st_size > 0
     backend, info = open_backend(out, device="cuda")
-    assert info.max_batch == 4 and info.classes == outcome.metadata.classes
+    assert info.max_batch == 4 and info.classes == outcome.card.classes
     images = torch.randn(2, 3, 64, 64, device=backend.device)
     result = backend(images, with_cam=True)
     assert result["seg"].shape == (2, 4, 4, 4) and result["seg"].device.type == "cuda"

@@ -1,4 +1,4 @@
-"""Backends (seco_deploy.infer.backends): dispatch, devices, the PyTorch backend, shape limits."""
+"""Backends (seco_deploy.runtime.backends): dispatch, devices, the PyTorch backend, shape limits."""
 
 from __future__ import annotations
 
@@ -9,16 +9,11 @@ import pytest
 import torch
 from _predict_helpers import CLASSES, StubBackend, checkpoint, one_thread, write_image
 
-from seco_deploy.infer.backends import (
-    BackendError,
-    MissingRuntimeError,
-    TorchBackend,
-    model_info_from_metadata,
-    open_backend,
-    resolve_device,
-)
 from seco_deploy.infer.predictor import PredictOptions, Predictor
 from seco_deploy.infer.sources import expand_source
+from seco_deploy.runtime.backends import TorchBackend, model_info_from_card, open_backend
+from seco_deploy.runtime.device import resolve_device
+from seco_deploy.runtime.errors import BackendError, MissingRuntimeError
 
 __all__ = ["checkpoint", "one_thread"]  # fixtures
 
@@ -60,8 +55,8 @@ def test_open_backend_refuses_unknown_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_open_backend_dispatches_onnx_and_engines_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import seco_deploy.infer.onnx_backend as onnx_backend
-    import seco_deploy.infer.trt_backend as trt_backend
+    import seco_deploy.runtime.onnx_backend as onnx_backend
+    import seco_deploy.runtime.trt_backend as trt_backend
 
     made = []
 
@@ -94,15 +89,15 @@ def test_resolve_device() -> None:
 
 def test_model_info_from_export_metadata() -> None:
     from seco_deploy.config import preset
-    from seco_deploy.export.metadata import ExportMetadata
+    from seco_deploy.runtime.card import ModelCard
 
     cfg = preset("test")
-    meta = ExportMetadata(
+    meta = ModelCard(
         classes=CLASSES, palette=[[0, 0, 0], [1, 2, 3], [4, 5, 6], [7, 8, 9]], mean=[0.5] * 3, std=[0.25] * 3,
         patch_size=16, crop_size=64, mask_scales=[1.0, 1.5], cam_scales=[1.0], heads=["seg"],
         backbone="vit", input_shape=[-1, 3, 64, 64], config=cfg.to_yaml(),
     )
-    info = model_info_from_metadata(meta, "m.onnx", max_batch=8)
+    info = model_info_from_card(meta, "m.onnx", max_batch=8)
     assert info.classes == CLASSES and info.mask_scales == (1.0, 1.5) and info.input_shape == (-1, 3, 64, 64)
     assert info.palette[1].tolist() == [1, 2, 3] and info.palette.shape == (256, 3) and not info.has_cam
     assert info.config is not None and info.config.model.par_iters == cfg.model.par_iters and info.max_batch == 8

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from _predict_helpers import CLASSES, StubBackend, checkpoint, one_thread, read_palette_png, write_image
 
-from seco_deploy.infer.backends import open_backend
 from seco_deploy.infer.predictor import PredictOptions, Predictor, input_side
 from seco_deploy.infer.sources import expand_source
+from seco_deploy.runtime.backends import open_backend
 
 __all__ = ["checkpoint", "one_thread"]  # fixtures
 

@@ -12,13 +12,11 @@ import pytest
 import torch
 
 from seco_deploy.config import preset
+from seco_deploy.runtime.checkpoint import CheckpointError, load_checkpoint, load_for_inference
 from seco_deploy.train.checkpoint import (
-    CheckpointError,
     build_inference_checkpoint,
     capture_rng_state,
     check_compatible,
-    load_checkpoint,
-    load_for_inference,
     restore_rng_state,
     save_checkpoint,
 )

@@ -17,7 +17,7 @@ from _train_helpers import make_dataset, read_metrics
 
 from seco_deploy.cli.train import apply_options, torchrun_args
 from seco_deploy.config import preset
-from seco_deploy.train.checkpoint import load_checkpoint
+from seco_deploy.runtime.checkpoint import load_checkpoint
 from seco_deploy.train.distributed import torchrun_command
 from seco_deploy.train.loader import EpochShardSampler
 from seco_deploy.train.schedule import WarmupPolySchedule

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from _train_helpers import ddp_worker, make_dataset, read_metrics
 
 from seco_deploy.config import preset
-from seco_deploy.train.checkpoint import build_network, load_checkpoint
+from seco_deploy.runtime.checkpoint import build_network, load_checkpoint
 
 
 def _free_port() -> int:

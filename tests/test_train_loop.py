@@ -9,7 +9,7 @@ import pytest
 import torch
 from _train_helpers import make_dataset, read_metrics, tiny_config
 
-from seco_deploy.train.checkpoint import load_checkpoint, load_for_inference
+from seco_deploy.runtime.checkpoint import load_checkpoint, load_for_inference
 from seco_deploy.train.distributed import DistContext
 from seco_deploy.train.schedule import WarmupPolySchedule
 from seco_deploy.train.step import TrainingStep
@@ -114,7 +114,7 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(data_root: Path, tmp_p
 
 
 def test_contradicting_config_is_refused_on_resume(data_root: Path, tmp_path: Path) -> None:
-    from seco_deploy.train.checkpoint import CheckpointError
+    from seco_deploy.runtime.checkpoint import CheckpointError
 
     run = tmp_path / "run"
     _train(data_root, run, "train.iters=1", "train.eval_every=100")

@@ -62,9 +62,10 @@ def export(
 
     Exit codes: 0 ok, 2 bad option or file, 4 parity check failed, 5 TensorRT/CUDA missing.
     """
-    from seco_deploy.export import ExportRequest, export_checkpoint
-    from seco_deploy.export.metadata import MetadataError
-    from seco_deploy.export.tensorrt import EngineBuildError, MissingRuntimeError
+    from seco_deploy.export.exporter import ExportRequest, export_checkpoint
+    from seco_deploy.export.tensorrt.build import EngineBuildError
+    from seco_deploy.runtime.card import CardError
+    from seco_deploy.runtime.errors import MissingRuntimeError
 
     fmt = format.strip().lower()
     if fmt in ("tensorrt", "engine"):
@@ -89,7 +90,7 @@ def export(
         outcome = export_checkpoint(request, progress=_progress)
     except MissingRuntimeError as exc:
         fail(escape(str(exc)), EXIT_MISSING_RUNTIME)
-    except (ValueError, FileNotFoundError, MetadataError) as exc:
+    except (ValueError, FileNotFoundError, CardError) as exc:
         fail(escape(str(exc)), EXIT_USAGE)
     except (EngineBuildError, RuntimeError) as exc:  # also ExportError and the exporter's own errors
         fail(escape(str(exc)), EXIT_ERROR)
@@ -100,9 +101,9 @@ def export(
         figures = {
             "path": str(outcome.path),
             "format": fmt,
-            "input_shape": outcome.metadata.input_shape,
-            "precision": outcome.metadata.precision,
-            "heads": outcome.metadata.heads,
+            "input_shape": outcome.card.input_shape,
+            "precision": outcome.card.precision,
+            "heads": outcome.card.heads,
             "engine": outcome.engine_details,
             "parity": outcome.parity.as_dict() if outcome.parity is not None else None,
         }

@@ -35,7 +35,7 @@ def info(
     json_out: bool = typer.Option(False, "--json", help="Print everything as one JSON object."),
 ) -> None:
     """Show what a model file holds: classes, backbone, sizes, heads, opset, metadata, training iterations."""
-    from seco_deploy.export.metadata import describe
+    from seco_deploy.runtime.describe import describe
 
     try:
         details = describe(model)

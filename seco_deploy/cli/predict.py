@@ -81,9 +81,10 @@ def predict(
 
     from seco_deploy.data.datasets import DatasetError
     from seco_deploy.data.io import DEFAULT_MAX_PIXELS
-    from seco_deploy.infer.backends import MissingRuntimeError, open_backend
     from seco_deploy.infer.predictor import PredictOptions, Predictor, RunMismatchError, TagTable
     from seco_deploy.infer.sources import SourceError, expand_source, parse_shard, select_shard, shard_from_env
+    from seco_deploy.runtime.backends import open_backend
+    from seco_deploy.runtime.errors import MissingRuntimeError
 
     torch.set_flush_denormal(True)
     if threads is not None:

@@ -30,7 +30,8 @@ def train(
     the end) and OUT/best.pt (best validation mIoU). Under torchrun every rank runs this command;
     --nproc N starts torchrun for you on this machine.
     """
-    from seco_deploy.train.distributed import DeviceError, launch_torchrun, under_torchrun
+    from seco_deploy.runtime.errors import MissingRuntimeError
+    from seco_deploy.train.distributed import launch_torchrun, under_torchrun
 
     if not data.exists():
         fail(f"--data {data} does not exist")
@@ -50,13 +51,13 @@ def train(
         console.print(f"launching torchrun with {nproc} processes", highlight=False)
         raise typer.Exit(launch_torchrun(nproc, args))
 
-    from seco_deploy.train.checkpoint import CheckpointError
+    from seco_deploy.runtime.checkpoint import CheckpointError
     from seco_deploy.train.trainer import TrainingError, TrainingSetupError
     from seco_deploy.train.trainer import train as run_training
 
     try:
         run_training(cfg, out, resume=resume)
-    except DeviceError as exc:
+    except MissingRuntimeError as exc:
         fail(str(exc), EXIT_MISSING_RUNTIME)
     except (ConfigError, CheckpointError, TrainingSetupError) as exc:
         fail(str(exc), EXIT_USAGE)

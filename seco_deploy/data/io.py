@@ -14,11 +14,14 @@ Writing (:func:`atomic_path`, :func:`atomic_write_bytes`, :func:`atomic_write_te
 flushed to disk (``fsync``) and then renamed over the destination with ``os.replace``, so a
 reader sees either the old file or the complete new one, never a partial file. On any error
 the temporary file is removed and the destination is left untouched.
+
+Hashing (:func:`file_sha256`): the SHA-256 of a file's bytes, streamed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import secrets
@@ -40,6 +43,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "encode_mask_png",
+    "file_sha256",
     "read_image",
     "read_mask",
     "write_mask_png",
@@ -282,6 +286,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``path`` atomically; see :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks (memory stays flat for any size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def encode_mask_png(mask: np.ndarray, palette: np.ndarray = VOC_PALETTE) -> bytes:

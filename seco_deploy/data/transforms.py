@@ -52,7 +52,6 @@ __all__ = [
     "random_resized_crop_box",
     "solarize",
     "to_grayscale",
-    "worker_init_fn",
 ]
 
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -372,8 +371,3 @@ def eval_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
         out["mask"] = [b["mask"] for b in batch]
     return out
 
-
-def worker_init_fn(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV and one torch thread per worker process."""
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)

@@ -102,7 +102,7 @@ def aux_cam_folder(
 
     Same recipe as training validation: image resized to the crop size, multi-scale flip CAMs
     (``model.cam_scales``) upsampled to the mask size, :func:`~seco_deploy.cam.cam_to_label` with
-    the true tags and ``model.bkg_thre``.
+    the true tags and ``infer.bkg_thre``.
     """
     import torch
     import torch.nn.functional as F
@@ -112,7 +112,7 @@ def aux_cam_folder(
     from seco_deploy.data.io import write_mask_png
     from seco_deploy.data.palette import VOC_PALETTE
     from seco_deploy.data.transforms import EvalTransform
-    from seco_deploy.train.checkpoint import load_for_inference
+    from seco_deploy.runtime.checkpoint import load_for_inference
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,6 +128,6 @@ def aux_cam_folder(
             for i, s in enumerate(samples):
                 size = s.image.shape[:2]
                 cam = F.interpolate(cam_aux[i : i + 1], size=size, mode="bilinear", align_corners=False)
-                label = cam_to_label(cam, torch.from_numpy(s.tags[None]), cfg.model.bkg_thre)[0]
+                label = cam_to_label(cam, torch.from_numpy(s.tags[None]), cfg.infer.bkg_thre)[0]
                 write_mask_png(out / f"{s.name}.png", label.to(torch.uint8).numpy(), VOC_PALETTE)
     return out

@@ -117,7 +117,7 @@ def measure_sec_per_iter(cfg: Config, iteration: int | None = None, repeats: int
 
     from seco_deploy.data.datasets import open_dataset
     from seco_deploy.data.transforms import TrainDataset
-    from seco_deploy.train.checkpoint import build_network
+    from seco_deploy.runtime.checkpoint import build_network
     from seco_deploy.train.step import TrainingStep
 
     torch.set_flush_denormal(True)
@@ -241,7 +241,7 @@ def train_run(cfg: Config, run_dir: Path, console: Console) -> TrainOutcome:
     checkpoint = run_dir / "last.pt"
     if code != 0 or not checkpoint.is_file():
         raise RuntimeError(f"training failed (exit {code}): {' '.join(cmd)}")
-    from seco_deploy.export import checkpoint_iteration
+    from seco_deploy.runtime.checkpoint import checkpoint_iteration
 
     reason = "done"
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
@@ -255,7 +255,7 @@ def train_run(cfg: Config, run_dir: Path, console: Console) -> TrainOutcome:
 
 def export_model(checkpoint: Path, out: Path, console: Console) -> dict[str, Any]:
     """ONNX with the seg and CAM heads, parity-checked against PyTorch; returns figures."""
-    from seco_deploy.export import ExportRequest, export_checkpoint
+    from seco_deploy.export.exporter import ExportRequest, export_checkpoint
 
     outcome = export_checkpoint(
         ExportRequest(checkpoint=checkpoint, out=out, format="onnx", heads=("seg", "cam"), check=True),
@@ -291,9 +291,9 @@ def predict_split(
 
     ``mode="pseudo"`` uses the set's ``tags.csv`` (true tags). Returns the run summary record.
     """
-    from seco_deploy.infer.backends import open_backend
     from seco_deploy.infer.predictor import PredictOptions, Predictor, TagTable
     from seco_deploy.infer.sources import expand_source
+    from seco_deploy.runtime.backends import open_backend
 
     backend, info = open_backend(model, device="cpu")
     try:

@@ -14,7 +14,7 @@ How: ``torch.onnx.export(..., dynamo=True)`` (the one exporter path), with
 ``dynamic_shapes`` ``{0: batch, 2: p * grid_h, 3: p * grid_w}`` and an example batch of 2
 (a batch of 1 would be specialised), opset >= 18, the exporter's standard optimisation, and all
 weights inside the file (no ``.onnx.data``). The axes are then renamed ``batch``, ``height``,
-``width`` (inputs) and ``grid_h``, ``grid_w`` (outputs), the :mod:`metadata <seco_deploy.export.metadata>`
+``width`` (inputs) and ``grid_h``, ``grid_w`` (outputs), the model card (:mod:`seco_deploy.runtime.card`)
 is embedded, the model is checked with ``onnx.checker`` (full check), and written atomically.
 
 fp16: the network is cast to half except every ``LayerNorm``, which computes in fp32 (casts
@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seco_deploy.export.metadata import INPUT_NAME, OUTPUT_NAMES, ExportMetadata, embed_in_onnx
+from seco_deploy.runtime.card import INPUT_NAME, OUTPUT_NAMES, ModelCard, embed_in_onnx
 
 MIN_OPSET = 18
 PROTO_LIMIT = 2**31 - 1  # protobuf's 2 GiB limit for one self-contained file
@@ -188,7 +188,7 @@ def simplify_model(model: Any) -> Any:
 def export_onnx(
     net: nn.Module,
     out_path: str | Path,
-    meta: ExportMetadata,
+    meta: ModelCard,
     options: OnnxExportOptions,
     patch_size: int,
 ) -> ExportReport:

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from seco_deploy.export.tensorrt import ProfileShapes, side_for_scale
+from seco_deploy.cam import scaled_size
+from seco_deploy.runtime.engine_file import ProfileShapes
 
 Outputs = dict[str, torch.Tensor]
 Runner = Callable[[torch.Tensor], Outputs]
@@ -119,11 +120,12 @@ class ParityReport:
 def parity_shapes(input_shape: Sequence[int], crop_size: int, patch_size: int) -> list[tuple[int, int, int, int]]:
     """Three (N, 3, H, W) shapes for an ONNX export whose ``input_shape`` has -1 on dynamic axes."""
     n_fixed, _, h_fixed, w_fixed = input_shape
-    base = side_for_scale(crop_size, 1.0, patch_size)
+    base = scaled_size(crop_size, crop_size, 1.0, patch_size)[0]
     if h_fixed == -1 or w_fixed == -1:
         sizes = [
             (base, base),
-            (side_for_scale(crop_size, 1.25, patch_size), side_for_scale(crop_size, 0.75, patch_size)),
+            (scaled_size(crop_size, crop_size, 1.25, patch_size)[0],
+             scaled_size(crop_size, crop_size, 0.75, patch_size)[0]),
             (base + patch_size, max(patch_size, base - patch_size)),
         ]
     else:

@@ -1,8 +1,8 @@
 """Inference: `seco predict` as a library.
 
-- :mod:`seco_deploy.infer.backends`: ``Backend`` (images -> logits), ``ModelInfo``, ``TorchBackend``
-  and ``open_backend(path, device, amp)`` (``.pt`` PyTorch, ``.onnx`` ONNX Runtime,
-  ``.engine``/``.plan`` TensorRT);
+The backends that run a model file (``open_backend(path, device, amp)``: ``.pt`` PyTorch, ``.onnx``
+ONNX Runtime, ``.engine``/``.plan`` TensorRT) are :mod:`seco_deploy.runtime.backends`.
+
 - :mod:`seco_deploy.infer.sources`: SOURCE (folder, glob, list, image) -> sorted inputs with safe
   output names; sharding;
 - :mod:`seco_deploy.infer.predictor`: ``Predictor(backend, info, PredictOptions(...)).run(items, out)``
@@ -11,7 +11,7 @@
 
 Example::
 
-    from seco_deploy.infer.backends import open_backend
+    from seco_deploy.runtime.backends import open_backend
     from seco_deploy.infer.predictor import PredictOptions, Predictor
     from seco_deploy.infer.sources import expand_source
 

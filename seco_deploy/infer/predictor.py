@@ -1,4 +1,4 @@
-"""The predictor: images in, masks or pseudo-labels out, for any :class:`~seco_deploy.infer.backends.Backend`.
+"""The predictor: images in, masks or pseudo-labels out, for any :class:`~seco_deploy.runtime.backends.Backend`.
 
 Pipeline (memory stays flat over any number of images: inputs stream through bounded queues)::
 
@@ -54,7 +54,6 @@ import torch
 import torch.nn.functional as F
 
 from seco_deploy.data.io import DEFAULT_MAX_PIXELS, ImageReadError, atomic_write_text, read_image, read_mask
-from seco_deploy.infer.backends import Backend, BackendError, ModelInfo
 from seco_deploy.infer.outputs import (
     OutputPaths,
     class_fractions,
@@ -65,6 +64,8 @@ from seco_deploy.infer.outputs import (
     write_probs,
 )
 from seco_deploy.infer.sources import InputItem
+from seco_deploy.runtime.backends import Backend, ModelInfo
+from seco_deploy.runtime.errors import BackendError
 
 __all__ = [
     "MODES",

@@ -2,8 +2,9 @@
 
 Under ``torchrun`` the environment holds ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``;
 :func:`init_distributed` then joins the process group (NCCL when the device is a GPU, Gloo on
-CPU) and picks ``cuda:LOCAL_RANK`` for GPU runs. Outside torchrun it is a world of one and no
-process group is created, so every helper here is a no-op.
+CPU) and picks ``cuda:LOCAL_RANK`` for GPU runs (:func:`seco_deploy.runtime.device.resolve_device`).
+Outside torchrun it is a world of one and no process group is created, so every helper here is
+a no-op.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-
-class DeviceError(RuntimeError):
-    """The requested device is not available (e.g. ``cuda`` on a machine without a GPU)."""
+from seco_deploy.runtime.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -45,25 +44,6 @@ def under_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:local_rank`` when a GPU is visible, else ``cpu``; ``cuda`` -> ``cuda:local_rank``."""
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {spec!r} was asked for but no CUDA GPU is visible; use --device cpu")
-        if spec == "cuda":
-            return torch.device(f"cuda:{local_rank}")
-        device = torch.device(spec)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {spec!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
-        return device
-    raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
-
-
 def init_distributed(device_spec: str = "auto", timeout_minutes: float = 30.0) -> DistContext:
     """Join the torchrun process group when there is one; return this process's :class:`DistContext`."""
     if not under_torchrun() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -72,8 +52,6 @@ def init_distributed(device_spec: str = "auto", timeout_minutes: float = 30.0) -
     world = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_spec, local_rank)
-    if device.type == "cuda" and device_spec in ("auto", "cuda"):
-        device = torch.device(f"cuda:{local_rank}")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"

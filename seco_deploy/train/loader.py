@@ -19,7 +19,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from seco_deploy.data.transforms import worker_init_fn
+from seco_deploy.data.workers import worker_init_fn
 
 
 class EpochShardSampler(Sampler[tuple[int, int]]):

@@ -38,24 +38,10 @@ from seco_deploy import __version__
 from seco_deploy.config import Config, ConfigError
 from seco_deploy.console import Console
 from seco_deploy.data.io import atomic_write_text
-from seco_deploy.train.checkpoint import (
-    CheckpointError,
-    build_network,
-    capture_rng_state,
-    check_compatible,
-    config_from_checkpoint,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
-from seco_deploy.train.distributed import (
-    DeviceError,
-    DistContext,
-    all_reduce_,
-    barrier,
-    cleanup_distributed,
-    init_distributed,
-)
+from seco_deploy.runtime.checkpoint import CheckpointError, build_network, config_from_checkpoint, load_checkpoint
+from seco_deploy.runtime.errors import MissingRuntimeError
+from seco_deploy.train.checkpoint import capture_rng_state, check_compatible, restore_rng_state, save_checkpoint
+from seco_deploy.train.distributed import DistContext, all_reduce_, barrier, cleanup_distributed, init_distributed
 from seco_deploy.train.loader import InfiniteBatches
 from seco_deploy.train.runlog import MetricsLog, ProgressBar, peak_memory_mb
 from seco_deploy.train.schedule import WarmupPolySchedule, build_optimizer
@@ -224,7 +210,7 @@ class Trainer:
             return torch.bfloat16
         if amp == "fp16":
             if device.type != "cuda":
-                raise DeviceError("--amp fp16 needs a CUDA GPU (it uses a grad scaler); on CPU use --amp bf16")
+                raise MissingRuntimeError("--amp fp16 needs a CUDA GPU (it uses a grad scaler); on CPU use --amp bf16")
             return torch.float16
         raise ConfigError(f"'train.amp' = {amp!r}; choose one of off, bf16, fp16")
 

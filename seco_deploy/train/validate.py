@@ -4,7 +4,7 @@ For each validation image (resized to the training crop size S, as the reference
 
 - ``miou_cam``:     multi-scale flip CAMs (``model.cam_scales``), upsampled to the mask size,
                     :func:`~seco_deploy.cam.cam_to_label` with the image's true tags and
-                    ``model.bkg_thre`` (the CAM pseudo-label product, SPEC 3);
+                    ``infer.bkg_thre`` (the CAM pseudo-label product, SPEC 3);
 - ``miou_cam_aux``: the same from the auxiliary CAMs;
 - ``miou_seg``:     argmax of the decoder's logits upsampled to the mask size (single scale);
 - ``cls_f1``:       mean over images of the F1 of ``cls_logits > 0`` against the true tags.
@@ -71,8 +71,8 @@ def validate(
             size = tuple(gt.shape)
             label = tags[i : i + 1]
             preds = {
-                "cam": cam_to_label(_resize(cam[i : i + 1], size), label, cfg.model.bkg_thre),
-                "cam_aux": cam_to_label(_resize(cam_aux[i : i + 1], size), label, cfg.model.bkg_thre),
+                "cam": cam_to_label(_resize(cam[i : i + 1], size), label, cfg.infer.bkg_thre),
+                "cam_aux": cam_to_label(_resize(cam_aux[i : i + 1], size), label, cfg.infer.bkg_thre),
                 "seg": _resize(out["seg_logits"][i : i + 1].float(), size).argmax(1),
             }
             gt_np = gt.numpy()

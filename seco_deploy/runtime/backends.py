@@ -1,7 +1,8 @@
 """Inference backends: one call from normalised images to logits, whatever runs the model.
 
-The predictor (:mod:`seco_deploy.infer.predictor`) does test-time augmentation, resizing,
-refinement and outputs once for every backend; a backend only maps a batch to logits.
+The predictor (:mod:`seco_deploy.infer.predictor`) and the export parity check use them; test-time
+augmentation, resizing, refinement and outputs are the predictor's, written once for every
+backend: a backend only maps a batch to logits.
 
 Backend contract (:class:`Backend`; ``OnnxBackend`` and ``TensorRTBackend`` follow it too)
 -----------------------------------------------------------------------------------------
@@ -16,7 +17,7 @@ Constructor: ``Backend(path: str | Path, device: str = "auto", amp: str = "off")
   does not know raise ``ValueError`` (``BackendError`` is one; ``FileNotFoundError`` is also
   accepted) with a message naming the file and what to do: exit 2 in the CLI. A runtime that is
   not installed or a GPU that is not there raises
-  :class:`seco_deploy.export.tensorrt.MissingRuntimeError` saying what to install: exit 5.
+  :class:`seco_deploy.runtime.errors.MissingRuntimeError` saying what to install: exit 5.
 
 Call: ``backend(images, with_cam=False) -> dict[str, torch.Tensor]``.
 
@@ -30,9 +31,9 @@ Call: ``backend(images, with_cam=False) -> dict[str, torch.Tensor]``.
   in ``info.heads``, a backend raises ``BackendError``.
 - ``close()`` releases sessions or GPU memory; calling the backend afterwards is an error.
 
-:func:`open_backend` dispatches on the file suffix: ``.pt``/``.pth`` -> :class:`TorchBackend`,
-``.onnx`` -> ``seco_deploy.infer.onnx_backend.OnnxBackend``, ``.engine``/``.plan``/``.trt`` ->
-``seco_deploy.infer.trt_backend.TensorRTBackend`` (imported only when needed).
+:func:`open_backend` dispatches on the file's kind (:mod:`seco_deploy.runtime.model_file`):
+``checkpoint`` -> :class:`TorchBackend`, ``onnx`` -> ``seco_deploy.runtime.onnx_backend.OnnxBackend``,
+``engine`` -> ``seco_deploy.runtime.trt_backend.TensorRTBackend`` (imported only when needed).
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from seco_deploy.export.tensorrt import MissingRuntimeError
+from seco_deploy.runtime.card import backend_outputs
+from seco_deploy.runtime.device import resolve_device
+from seco_deploy.runtime.errors import BackendError
+from seco_deploy.runtime.model_file import model_kind
 
 if TYPE_CHECKING:
     from seco_deploy.config import Config
@@ -55,29 +59,20 @@ if TYPE_CHECKING:
 __all__ = [
     "AMP_MODES",
     "Backend",
-    "BackendError",
-    "MissingRuntimeError",
     "ModelInfo",
     "TorchBackend",
+    "model_info_from_card",
     "model_info_from_config",
-    "model_info_from_metadata",
     "open_backend",
-    "resolve_device",
 ]
 
 AMP_MODES = ("off", "bf16", "fp16")
-_SUFFIXES = {
-    ".pt": ("seco_deploy.infer.backends", "TorchBackend"),
-    ".pth": ("seco_deploy.infer.backends", "TorchBackend"),
-    ".onnx": ("seco_deploy.infer.onnx_backend", "OnnxBackend"),
-    ".engine": ("seco_deploy.infer.trt_backend", "TensorRTBackend"),
-    ".plan": ("seco_deploy.infer.trt_backend", "TensorRTBackend"),
-    ".trt": ("seco_deploy.infer.trt_backend", "TensorRTBackend"),
+_BACKENDS = {
+    "checkpoint": ("seco_deploy.runtime.backends", "TorchBackend"),
+    "onnx": ("seco_deploy.runtime.onnx_backend", "OnnxBackend"),
+    "engine": ("seco_deploy.runtime.trt_backend", "TensorRTBackend"),
 }
 
-
-class BackendError(ValueError):
-    """A model file or backend option cannot be used; the message says which and what to do."""
 
 
 @dataclass
@@ -138,7 +133,7 @@ def model_info_from_config(cfg: Config, classes: list[str], patch_size: int, sou
         patch_size=int(patch_size),
         crop_size=int(cfg.data.crop_size),
         mask_scales=tuple(float(s) for s in cfg.infer.mask_scales),
-        cam_scales=tuple(float(s) for s in cfg.infer.cam_scales),
+        cam_scales=tuple(float(s) for s in cfg.model.cam_scales),
         heads=("seg", "cam"),
         palette=np.array(VOC_PALETTE, dtype=np.uint8, copy=True),
         source=str(source),
@@ -146,8 +141,8 @@ def model_info_from_config(cfg: Config, classes: list[str], patch_size: int, sou
     )
 
 
-def model_info_from_metadata(meta: Any, source: str, max_batch: int | None = None) -> ModelInfo:
-    """ModelInfo from an :class:`seco_deploy.export.metadata.ExportMetadata` (ONNX / TensorRT files).
+def model_info_from_card(meta: Any, source: str, max_batch: int | None = None) -> ModelInfo:
+    """ModelInfo from the :class:`~seco_deploy.runtime.card.ModelCard` of an ONNX file or TensorRT engine.
 
     The embedded training config is parsed when present (an invalid one is ignored: only PAR
     parameters and thresholds come from it, with defaults otherwise).
@@ -176,31 +171,6 @@ def model_info_from_metadata(meta: Any, source: str, max_batch: int | None = Non
     )
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when a GPU is visible else ``cpu``; ``cpu``; ``cuda`` / ``cuda:N``.
-
-    Raises :class:`BackendError` for an unknown string and :class:`MissingRuntimeError` for a
-    CUDA device that is not there.
-    """
-    text = (spec or "auto").strip().lower()
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    kind, _, index = text.partition(":")
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise BackendError(f"device {spec!r}: choose auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise MissingRuntimeError(
-            f"device {spec!r} asked for a CUDA GPU but none is visible to PyTorch {torch.__version__} "
-            "(a CUDA build of PyTorch and an NVIDIA driver are needed); use --device cpu"
-        )
-    dev = torch.device(text)
-    if dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise MissingRuntimeError(f"{dev} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
-
-
 class Backend(abc.ABC):
     """Maps normalised images to logits; see the module docstring for the full contract."""
 
@@ -225,7 +195,7 @@ class TorchBackend(Backend):
     """A ``seco train`` checkpoint run with PyTorch (``SeCoNet.forward_infer``), optional autocast."""
 
     def __init__(self, path: str | Path, device: str = "auto", amp: str = "off") -> None:
-        from seco_deploy.train.checkpoint import CheckpointError, load_for_inference
+        from seco_deploy.runtime.checkpoint import CheckpointError, load_for_inference
 
         if amp not in AMP_MODES:
             raise BackendError(f"--amp {amp!r}: choose one of {', '.join(AMP_MODES)}")
@@ -251,35 +221,24 @@ class TorchBackend(Backend):
             raise BackendError("this backend was closed")
         with torch.inference_mode(), self._autocast():
             out = self.net.forward_infer(images, with_cam=with_cam)
-        result = {"seg": out["seg_logits"].float()}
-        if with_cam:
-            result["cam"] = out["cams"].float()
-            result["cls"] = out["cls_logits"].float()
-        return result
+        return {k: v.float() for k, v in backend_outputs(out).items()}
 
     def close(self) -> None:
         self.net = None  # type: ignore[assignment]
 
 
 def open_backend(path: str | Path, device: str = "auto", amp: str = "off") -> tuple[Backend, ModelInfo]:
-    """Open a model file with the backend its suffix names; returns ``(backend, backend.info)``."""
+    """Open a model file with the backend of its kind; returns ``(backend, backend.info)``."""
     p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in _SUFFIXES:
-        raise BackendError(
-            f"model {p}: unknown file type {suffix or '(no suffix)'!r}; give a checkpoint (.pt), "
-            "an ONNX model (.onnx) or a TensorRT engine (.engine/.plan)"
-        )
+    kind = model_kind(p)
     if not p.is_file():
         raise BackendError(f"model {p} does not exist")
-    module_name, class_name = _SUFFIXES[suffix]
+    module_name, class_name = _BACKENDS[kind]
     try:
         module = importlib.import_module(module_name)
         backend_cls = getattr(module, class_name)
     except (ImportError, AttributeError) as exc:
-        raise BackendError(
-            f"the {class_name} backend for {suffix} files is not available in this build ({exc})"
-        ) from exc
+        raise BackendError(f"the {class_name} backend for {kind} files is not available in this build ({exc})") from exc
     try:
         backend = backend_cls(p, device=device, amp=amp)
     except FileNotFoundError as exc:

@@ -1,6 +1,6 @@
-"""What an exported model carries about itself, so that it runs with no other file.
+"""The model card: what an exported model carries about itself, so that it runs with no other file.
 
-An :class:`ExportMetadata` holds the class names (background first), the palette, the input
+A :class:`ModelCard` holds the class names (background first), the palette, the input
 normalisation (``mean``/``std`` on 0-1 RGB), the patch size ``p`` and the training crop size, the
 test-time scales, the exported heads, the input shape contract (dynamic or static), precision,
 opset, the library version, the checkpoint's SHA-256 and training iteration, and the full
@@ -10,17 +10,22 @@ Storage:
   - ONNX: one ``metadata_props`` entry per field, key ``seco.<field>``, value JSON text
     (``seco.config`` is the YAML text itself), plus ``seco.format`` = :data:`METADATA_FORMAT`.
     ONNX Runtime exposes them as ``session.get_modelmeta().custom_metadata_map``.
-  - TensorRT engines have no metadata slot; :mod:`seco_deploy.export.tensorrt` writes the same
-    key/value mapping as a JSON header in front of the serialized engine.
+  - TensorRT engines have no metadata slot; :mod:`seco_deploy.runtime.engine_file` stores the
+    same key/value mapping as a JSON header in front of the serialized engine.
+
+Names: the input is ``images`` (N, 3, H, W) float32, normalised; the outputs of each head are
+:data:`OUTPUT_NAMES`. Backends return them under the short keys of :data:`OUTPUT_KEYS`
+(:func:`backend_outputs` is the one place that renames them).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from seco_deploy.runtime.errors import BackendError
 
 METADATA_FORMAT = "seco-deploy/model-metadata/1"
 KEY_PREFIX = "seco."
@@ -29,14 +34,16 @@ HEADS = ("seg", "cam")
 # ONNX output names per head; the input is always ``images`` (N, 3, H, W) float32, normalised.
 INPUT_NAME = "images"
 OUTPUT_NAMES = {"seg": ("seg_logits",), "cam": ("cams", "cls_logits")}
+# Graph output name -> the key a Backend returns it under.
+OUTPUT_KEYS = {"seg_logits": "seg", "cams": "cam", "cls_logits": "cls"}
 
 
-class MetadataError(ValueError):
-    """A model file lacks seco-deploy metadata or holds a malformed entry (the message names it)."""
+class CardError(BackendError):
+    """A model file lacks a seco-deploy model card or holds a malformed entry (the message names it)."""
 
 
 @dataclass
-class ExportMetadata:
+class ModelCard:
     """Everything a backend and the predictor need to use an exported model on their own.
 
     ``input_shape`` is ``[N or -1, 3, H or -1, W or -1]``: -1 marks a dynamic axis. Dynamic
@@ -89,16 +96,16 @@ class ExportMetadata:
         return props
 
     @classmethod
-    def from_props(cls, props: dict[str, str], source: str = "model") -> ExportMetadata:
-        """Inverse of :meth:`to_props`; raises :class:`MetadataError` naming a missing/bad key."""
+    def from_props(cls, props: dict[str, str], source: str = "model") -> ModelCard:
+        """Inverse of :meth:`to_props`; raises :class:`CardError` naming a missing/bad key."""
         fmt = props.get(FORMAT_KEY)
         if fmt is None:
-            raise MetadataError(
+            raise CardError(
                 f"{source} has no seco-deploy metadata (no '{FORMAT_KEY}' entry); export it with "
                 "`seco export CHECKPOINT` so that it carries classes, normalisation and sizes"
             )
         if fmt != METADATA_FORMAT:
-            raise MetadataError(
+            raise CardError(
                 f"{source} carries metadata format {fmt!r}; this version of seco-deploy reads "
                 f"{METADATA_FORMAT!r}; re-export the model with this version"
             )
@@ -108,7 +115,7 @@ class ExportMetadata:
             if key not in props:
                 if f.default is not MISSING or f.default_factory is not MISSING:
                     continue
-                raise MetadataError(f"{source}: metadata entry '{key}' is missing; re-export the model")
+                raise CardError(f"{source}: metadata entry '{key}' is missing; re-export the model")
             raw = props[key]
             if f.name == "config":
                 values[f.name] = raw
@@ -116,45 +123,36 @@ class ExportMetadata:
             try:
                 values[f.name] = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise MetadataError(f"{source}: metadata entry '{key}' is not valid JSON ({exc})") from exc
+                raise CardError(f"{source}: metadata entry '{key}' is not valid JSON ({exc})") from exc
         meta = cls(**values)
         meta.validate(source)
         return meta
 
     def validate(self, source: str = "model") -> None:
-        """Check types and consistency; raise :class:`MetadataError` naming the field."""
+        """Check types and consistency; raise :class:`CardError` naming the field."""
         if not isinstance(self.classes, list) or len(self.classes) < 2:
-            raise MetadataError(f"{source}: 'classes' must list background and at least one class")
+            raise CardError(f"{source}: 'classes' must list background and at least one class")
         if any(h not in HEADS for h in self.heads) or "seg" not in self.heads:
-            raise MetadataError(f"{source}: 'heads' must be ['seg'] or ['seg', 'cam'], got {self.heads}")
+            raise CardError(f"{source}: 'heads' must be ['seg'] or ['seg', 'cam'], got {self.heads}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
-            raise MetadataError(f"{source}: 'mean' and 'std' must hold 3 values (std > 0)")
+            raise CardError(f"{source}: 'mean' and 'std' must hold 3 values (std > 0)")
         if not isinstance(self.patch_size, int) or self.patch_size < 1:
-            raise MetadataError(f"{source}: 'patch_size' must be a positive integer")
+            raise CardError(f"{source}: 'patch_size' must be a positive integer")
         if len(self.input_shape) != 4 or self.input_shape[1] != 3:
-            raise MetadataError(f"{source}: 'input_shape' must be [N, 3, H, W], got {self.input_shape}")
+            raise CardError(f"{source}: 'input_shape' must be [N, 3, H, W], got {self.input_shape}")
         for side in self.input_shape[2:]:
             if side != -1 and (side <= 0 or side % self.patch_size):
-                raise MetadataError(
+                raise CardError(
                     f"{source}: static input side {side} is not a multiple of the patch size {self.patch_size}"
                 )
         if len(self.palette) < len(self.classes) or any(len(c) != 3 for c in self.palette):
-            raise MetadataError(f"{source}: 'palette' needs one RGB triple per class")
+            raise CardError(f"{source}: 'palette' needs one RGB triple per class")
         if self.precision not in ("fp32", "fp16"):
-            raise MetadataError(f"{source}: 'precision' must be fp32 or fp16, got {self.precision!r}")
+            raise CardError(f"{source}: 'precision' must be fp32 or fp16, got {self.precision!r}")
 
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def metadata_from_checkpoint(
+def card_from_checkpoint(
     checkpoint: str | Path,
     cfg: Any,
     classes: list[str],
@@ -164,14 +162,15 @@ def metadata_from_checkpoint(
     precision: str = "fp32",
     opset: int = 18,
     iteration: int = -1,
-) -> ExportMetadata:
+) -> ModelCard:
     """Build the metadata of an export of ``checkpoint`` (``cfg`` is its :class:`~seco_deploy.config.Config`)."""
     from seco_deploy import __version__
+    from seco_deploy.data.io import file_sha256
     from seco_deploy.data.palette import VOC_PALETTE
 
     n = len(classes)
     palette = VOC_PALETTE[: max(n, 1)].astype(int).tolist()
-    meta = ExportMetadata(
+    meta = ModelCard(
         classes=[str(c) for c in classes],
         palette=palette,
         mean=[float(v) for v in cfg.data.mean],
@@ -179,7 +178,7 @@ def metadata_from_checkpoint(
         patch_size=int(patch_size),
         crop_size=int(cfg.data.crop_size),
         mask_scales=[float(s) for s in cfg.infer.mask_scales],
-        cam_scales=[float(s) for s in cfg.infer.cam_scales],
+        cam_scales=[float(s) for s in cfg.model.cam_scales],
         heads=list(heads),
         backbone=str(cfg.model.backbone),
         input_shape=[int(v) for v in input_shape],
@@ -195,7 +194,7 @@ def metadata_from_checkpoint(
 
 
 # ---------------------------------------------------------------------- ONNX
-def embed_in_onnx(model: Any, meta: ExportMetadata) -> None:
+def embed_in_onnx(model: Any, meta: ModelCard) -> None:
     """Write ``meta`` into ``model.metadata_props`` (an ``onnx.ModelProto``), replacing old ``seco.*`` keys."""
     props = meta.to_props()
     keep = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(KEY_PREFIX)]
@@ -214,117 +213,17 @@ def onnx_props(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def read_onnx_metadata(path: str | Path) -> ExportMetadata:
-    """The :class:`ExportMetadata` embedded in an ONNX file."""
-    return ExportMetadata.from_props(onnx_props(path), source=str(path))
+def read_onnx_card(path: str | Path) -> ModelCard:
+    """The :class:`ModelCard` embedded in an ONNX file."""
+    return ModelCard.from_props(onnx_props(path), source=str(path))
 
 
-def to_json(meta: ExportMetadata) -> str:
+def to_json(meta: ModelCard) -> str:
     return json.dumps(asdict(meta), indent=2)
 
 
-# ---------------------------------------------------------------------- `seco info`
-def describe(path: str | Path) -> dict[str, Any]:
-    """What a checkpoint (.pt/.pth), ONNX file or TensorRT engine (.engine/.plan/.trt) holds, as plain data.
-
-    Keys common to all: ``kind``, ``path``, ``bytes``, ``classes``, ``num_classes``, ``backbone``,
-    ``patch_size``, ``crop_size``, ``mask_scales``, ``cam_scales``, ``heads``, ``mean``, ``std``,
-    ``iteration``. ONNX adds ``opset``, ``inputs``, ``outputs``, ``nodes``, ``precision``,
-    ``input_shape``, ``library_version``, ``checkpoint_sha256``; engines add ``profile`` and the
-    TensorRT build details (read from the header, so TensorRT need not be installed).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} does not exist")
-    suffix = p.suffix.lower()
-    if suffix in (".pt", ".pth"):
-        info = _describe_checkpoint(p)
-    elif suffix == ".onnx":
-        info = _describe_onnx(p)
-    elif suffix in (".engine", ".plan", ".trt"):
-        info = _describe_engine(p)
-    else:
-        raise ValueError(f"{p}: unknown model type {suffix!r}; expected .pt, .onnx, .engine or .plan")
-    return {"kind": info.pop("kind"), "path": str(p), "bytes": p.stat().st_size, **info}
-
-
-def _common(meta: ExportMetadata) -> dict[str, Any]:
-    return {
-        "classes": meta.classes,
-        "num_classes": meta.num_classes,
-        "backbone": meta.backbone,
-        "patch_size": meta.patch_size,
-        "crop_size": meta.crop_size,
-        "mask_scales": meta.mask_scales,
-        "cam_scales": meta.cam_scales,
-        "heads": meta.heads,
-        "mean": meta.mean,
-        "std": meta.std,
-        "iteration": meta.iteration,
-        "input_shape": meta.input_shape,
-        "precision": meta.precision,
-        "opset": meta.opset,
-        "library_version": meta.library_version,
-        "checkpoint_sha256": meta.checkpoint_sha256,
-        "palette": meta.palette,
-    }
-
-
-def _describe_checkpoint(path: Path) -> dict[str, Any]:
-    from seco_deploy.train.checkpoint import build_network, config_from_checkpoint, load_checkpoint
-
-    ckpt = load_checkpoint(path)
-    cfg = config_from_checkpoint(ckpt)
-    classes = [str(c) for c in ckpt["classes"]]
-    net = build_network(cfg, classes, load_pretrained=False)
-    params = sum(t.numel() for t in ckpt["model"].values() if hasattr(t, "numel"))
-    return {
-        "kind": "checkpoint",
-        "classes": classes,
-        "num_classes": len(classes) - 1,
-        "backbone": cfg.model.backbone,
-        "backbone_kwargs": cfg.model.backbone_kwargs,
-        "patch_size": int(net.encoder.patch_size),
-        "embed_dim": int(net.encoder.embed_dim),
-        "crop_size": cfg.data.crop_size,
-        "mask_scales": list(cfg.infer.mask_scales),
-        "cam_scales": list(cfg.infer.cam_scales),
-        "heads": ["seg", "cam"],
-        "mean": list(cfg.data.mean),
-        "std": list(cfg.data.std),
-        "iteration": int(ckpt.get("iteration", -1)),
-        "train_iters": cfg.train.iters,
-        "best_miou": ckpt.get("best_miou"),
-        "library_version": ckpt.get("version", ""),
-        "parameters": int(params),
-        "sha256": file_sha256(path),
-    }
-
-
-def _describe_onnx(path: Path) -> dict[str, Any]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    meta = ExportMetadata.from_props({p.key: p.value for p in model.metadata_props}, source=str(path))
-
-    def dims(value: Any) -> list[Any]:
-        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
-
-    info = {"kind": "onnx", **_common(meta)}
-    info["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), meta.opset)
-    info["inputs"] = {v.name: dims(v) for v in model.graph.input}
-    info["outputs"] = {v.name: dims(v) for v in model.graph.output}
-    info["nodes"] = len(model.graph.node)
-    info["producer"] = f"{model.producer_name} {model.producer_version}".strip()
-    return info
-
-
-def _describe_engine(path: Path) -> dict[str, Any]:
-    from seco_deploy.export.tensorrt import read_engine_file
-
-    props, plan = read_engine_file(path)
-    meta = ExportMetadata.from_props(props, source=str(path))
-    info = {"kind": "tensorrt-engine", **_common(meta)}
-    info["plan_bytes"] = len(plan)
-    info.update(meta.extra)
-    return info
+def backend_outputs(outputs: dict[str, Any], heads: tuple[str, ...] | list[str] = HEADS) -> dict[str, Any]:
+    """Graph outputs by name (``seg_logits``, ``cams``, ``cls_logits``) -> the Backend's keys
+    (``seg``, ``cam``, ``cls``), keeping only the outputs of ``heads``."""
+    wanted = {name for head in heads for name in OUTPUT_NAMES[head]}
+    return {OUTPUT_KEYS[name]: value for name, value in outputs.items() if name in wanted}

@@ -1,6 +1,6 @@
 """ONNX Runtime backend: ``images (N, 3, H, W) float32 -> {"seg", "cam", "cls"}`` torch tensors.
 
-The model file's embedded metadata (:mod:`seco_deploy.export.metadata`) supplies classes,
+The model file's model card (:mod:`seco_deploy.runtime.card`) supplies classes,
 normalisation, patch size, crop size, scales and heads, so nothing else is read.
 
 Devices (``device``):
@@ -14,36 +14,28 @@ Devices (``device``):
     ``onnxruntime-gpu``), falling back to CUDA then CPU for unsupported nodes; the precision is
     the graph's (an fp16 export runs in fp16 with LayerNorm in fp32).
   - ``auto``: CUDA when ``onnxruntime-gpu`` and a GPU are present, else CPU.
-A missing provider raises :class:`~seco_deploy.export.tensorrt.MissingRuntimeError` saying
+A missing provider raises :class:`~seco_deploy.runtime.errors.MissingRuntimeError` saying
 what to install (exit 5 in the CLI).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from seco_deploy.export.metadata import INPUT_NAME, OUTPUT_NAMES, ExportMetadata
-from seco_deploy.export.tensorrt import MissingRuntimeError
-from seco_deploy.infer.backends import Backend, BackendError, model_info_from_metadata
+from seco_deploy.runtime.backends import Backend, model_info_from_card
+from seco_deploy.runtime.card import INPUT_NAME, ModelCard, backend_outputs
+from seco_deploy.runtime.device import available_cpus
+from seco_deploy.runtime.errors import BackendError, MissingRuntimeError
 
 log = logging.getLogger(__name__)
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 DEFAULT_OPT_LEVEL = "extended"
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def cpu_session_options(threads: int | None = None, opt_level: str = DEFAULT_OPT_LEVEL) -> Any:
@@ -130,9 +122,9 @@ class OnnxRunner:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ValueError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
         props = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.metadata = ExportMetadata.from_props(props, source=str(self.path))
+        self.card = ModelCard.from_props(props, source=str(self.path))
         self.output_names = [o.name for o in self.session.get_outputs()]
-        missing = [n for n in self.metadata.output_names if n not in self.output_names]
+        missing = [n for n in self.card.output_names if n not in self.output_names]
         if missing:
             raise ValueError(f"{self.path}: its metadata promises outputs {missing} that the graph lacks; re-export")
         self.providers = self.session.get_providers()
@@ -141,13 +133,13 @@ class OnnxRunner:
         """Raise ValueError naming the problem when ``images`` does not fit the exported input."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
-        p = self.metadata.patch_size
+        p = self.card.patch_size
         if images.shape[2] % p or images.shape[3] % p:
             raise ValueError(f"image sides {tuple(images.shape[2:])} must be multiples of the patch size {p}")
-        for axis, fixed in enumerate(self.metadata.input_shape):
+        for axis, fixed in enumerate(self.card.input_shape):
             if fixed != -1 and images.shape[axis] != fixed:
                 raise ValueError(
-                    f"{self.path} is a static export with input shape {self.metadata.input_shape}; "
+                    f"{self.path} is a static export with input shape {self.card.input_shape}; "
                     f"got {tuple(images.shape)}"
                 )
 
@@ -164,8 +156,8 @@ class OnnxRunner:
         """CUDA: bind torch tensors directly (no host round trip)."""
         x = images.detach().to(self.device, torch.float32).contiguous()
         n, _, h, w = x.shape
-        p = self.metadata.patch_size
-        c = self.metadata.num_classes
+        p = self.card.patch_size
+        c = self.card.num_classes
         shapes = {"seg_logits": (n, c + 1, h // p, w // p), "cams": (n, c, h // p, w // p), "cls_logits": (n, c)}
         binding = self.session.io_binding()
         index = self.device.index or 0
@@ -181,14 +173,8 @@ class OnnxRunner:
         return outs
 
 
-def to_backend_outputs(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """ONNX names -> the Backend's keys: ``seg_logits`` -> ``seg``, ``cams`` -> ``cam``, ``cls_logits`` -> ``cls``."""
-    keys = {OUTPUT_NAMES["seg"][0]: "seg", OUTPUT_NAMES["cam"][0]: "cam", OUTPUT_NAMES["cam"][1]: "cls"}
-    return {keys[k]: v for k, v in outputs.items()}
-
-
 class OnnxBackend(Backend):
-    """The :class:`~seco_deploy.infer.backends.Backend` over an exported ``.onnx`` (ONNX Runtime).
+    """The :class:`~seco_deploy.runtime.backends.Backend` over an exported ``.onnx`` (ONNX Runtime).
 
     ``amp`` is ignored (the file fixes the precision; an fp16 export runs in fp16) with a
     warning when it is not ``off``. ``threads`` and ``opt_level`` tune the CPU session.
@@ -205,9 +191,9 @@ class OnnxBackend(Backend):
         self.runner: OnnxRunner | None = OnnxRunner(path, device=device, threads=threads, opt_level=opt_level)
         if amp != "off":
             log.warning("%s: --amp %s ignored, the ONNX file fixes the precision (%s)", path, amp,
-                        self.runner.metadata.precision)
+                        self.runner.card.precision)
         self.device = self.runner.device
-        self.info = model_info_from_metadata(self.runner.metadata, str(path))
+        self.info = model_info_from_card(self.runner.card, str(path))
         self.info.extra["providers"] = list(self.runner.providers)
 
     def __call__(self, images: torch.Tensor, with_cam: bool = False) -> dict[str, torch.Tensor]:
@@ -218,10 +204,7 @@ class OnnxBackend(Backend):
                 f"{self.info.source} was exported without the CAM head; re-export with "
                 "`seco export CHECKPOINT --heads seg,cam` for pseudo-label mode"
             )
-        out = to_backend_outputs(self.runner.run(images))
-        if not with_cam:
-            out = {"seg": out["seg"]}
-        return out
+        return backend_outputs(self.runner.run(images), ("seg", "cam") if with_cam else ("seg",))
 
     def close(self) -> None:
         self.runner = None

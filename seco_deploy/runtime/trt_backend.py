@@ -2,8 +2,8 @@
 
 No pycuda: inputs and outputs are torch CUDA tensors whose ``data_ptr()`` are handed to
 ``IExecutionContext.set_tensor_address``; the engine runs with ``execute_async_v3`` on the
-current torch CUDA stream. The engine file's JSON header (see
-:mod:`seco_deploy.export.tensorrt`) carries the model metadata, so nothing else is read.
+current torch CUDA stream. The engine file's header (:mod:`seco_deploy.runtime.engine_file`)
+carries the model card, so nothing else is read.
 
 An engine only runs with the TensorRT version and GPU model that built it; a mismatch is
 reported with both sides named and the advice to rebuild.
@@ -17,9 +17,11 @@ from typing import Any
 
 import torch
 
-from seco_deploy.export.metadata import INPUT_NAME, ExportMetadata, MetadataError
-from seco_deploy.export.tensorrt import ProfileShapes, read_engine_file, require_cuda, require_tensorrt
-from seco_deploy.infer.backends import Backend, BackendError, model_info_from_metadata
+from seco_deploy.runtime.backends import Backend, model_info_from_card
+from seco_deploy.runtime.card import INPUT_NAME, CardError, ModelCard, backend_outputs
+from seco_deploy.runtime.device import require_cuda, require_tensorrt
+from seco_deploy.runtime.engine_file import ProfileShapes, read_engine_file
+from seco_deploy.runtime.errors import BackendError
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +50,18 @@ class TensorRTRunner:
         self._trt = trt
         props, plan = read_engine_file(self.path)
         if not props:
-            raise MetadataError(
+            raise CardError(
                 f"{self.path} is a bare TensorRT plan without seco-deploy metadata; build it with "
                 "`seco export CHECKPOINT --format trt` so it carries classes, normalisation and sizes"
             )
-        self.metadata = ExportMetadata.from_props(props, source=str(self.path))
+        self.card = ModelCard.from_props(props, source=str(self.path))
         self.logger = trt.Logger(trt.Logger.WARNING)
         with torch.cuda.device(self.device):
             self.runtime = trt.Runtime(self.logger)
             self.engine = self.runtime.deserialize_cuda_engine(plan)
             if self.engine is None:
-                built = self.metadata.extra.get("tensorrt_version", "?")
-                gpu = self.metadata.extra.get("device_name", "?")
+                built = self.card.extra.get("tensorrt_version", "?")
+                gpu = self.card.extra.get("device_name", "?")
                 here = torch.cuda.get_device_name(self.device)
                 raise ValueError(
                     f"TensorRT {trt.__version__} on {here} could not load {self.path} (built with TensorRT "
@@ -106,7 +108,7 @@ class TensorRTRunner:
 
 
 class TensorRTBackend(Backend):
-    """The :class:`~seco_deploy.infer.backends.Backend` over a ``seco export --format trt`` engine.
+    """The :class:`~seco_deploy.runtime.backends.Backend` over a ``seco export --format trt`` engine.
 
     ``device``: ``auto``/``cuda``/``cuda:N`` (``cpu`` is refused: TensorRT needs a GPU).
     ``amp`` is ignored (the engine fixes the precision) with a warning when it is not ``off``.
@@ -120,9 +122,9 @@ class TensorRTBackend(Backend):
         self.runner: TensorRTRunner | None = TensorRTRunner(path, device="cuda" if spec == "auto" else spec)
         if amp != "off":
             log.warning("%s: --amp %s ignored, the engine fixes the precision (%s)", path, amp,
-                        self.runner.metadata.precision)
+                        self.runner.card.precision)
         self.device = self.runner.device
-        self.info = model_info_from_metadata(self.runner.metadata, str(path), max_batch=self.runner.profile.max[0])
+        self.info = model_info_from_card(self.runner.card, str(path), max_batch=self.runner.profile.max[0])
         self.info.extra["profile"] = self.runner.profile.as_dict()
 
     def __call__(self, images: torch.Tensor, with_cam: bool = False) -> dict[str, torch.Tensor]:
@@ -133,12 +135,7 @@ class TensorRTBackend(Backend):
                 f"{self.info.source} was built without the CAM head; rebuild with "
                 "`seco export CHECKPOINT --format trt --heads seg,cam` for pseudo-label mode"
             )
-        out = self.runner.run(images)
-        result = {"seg": out["seg_logits"]}
-        if with_cam:
-            result["cam"] = out["cams"]
-            result["cls"] = out["cls_logits"]
-        return result
+        return backend_outputs(self.runner.run(images), ("seg", "cam") if with_cam else ("seg",))
 
     def close(self) -> None:
         if self.runner is not None:
