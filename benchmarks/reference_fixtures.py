@@ -149,7 +149,7 @@ def stage_cam_fusion(ref: Reference, out: Path) -> None:
         for name, x in (("x64", x64), ("x80", x80)):
             cam, cam_aux = ref.camutils.multi_scale_cam2(net, x, list(CAM_SCALES))
             results[f"{name}_cam"], results[f"{name}_cam_aux"] = cam, cam_aux
-    save(out, "tiny_network", {**weights_meta(), "function": "model/model_seco.py:15 (network), tiny ViT"},
+    save(out, "tiny_network", {**weights_meta(), "function": "model/model_seco.py:21 (network), tiny ViT"},
          **network_weights(net))
     save(out, "cam_fusion", {"scales": CAM_SCALES, "function": "utils/camutils.py:116"},
          x64=x64, x80=x80, **results)
@@ -201,7 +201,7 @@ def stage_inference(ref: Reference, out: Path) -> None:
         items[f"{name}_pseudo_cam_grid"] = resized[0, :, ::stride, ::stride]
     save(out, "inference", {"seg_scales": SEG_SCALES, "pseudo_scales": PSEUDO_SCALES,
                             "base": 448, "grid_stride": stride, "bkg_thre": BKG,
-                            "functions": ["tools/infer_seg_voc.py:51", "tools/infer_cam.py:51",
+                            "functions": ["tools/infer_seg_voc.py:49", "tools/infer_cam.py:51",
                                           "utils/camutils.py:116", "utils/camutils.py:63"]},
          tags=tags, **items)
 
@@ -304,7 +304,7 @@ def stage_par(ref: Reference, out: Path) -> None:
                                                        high_thre=HIGH, low_thre=LOW, ignore_index=IGNORE,
                                                        img_box=img_box)
     save(out, "par", {"dilations": dil, "num_iter": iters, "high": HIGH, "low": LOW,
-                      "functions": ["model/PAR.py:21", "utils/camutils.py:174"]},
+                      "functions": ["model/PAR.py:26", "utils/camutils.py:174"]},
          image01=image01, masks=masks, par_out=par_out, image_u8=img_u8, image=x, cam=cam, labels=labels,
          img_box=img_box, refined=refined.long())
 
@@ -426,6 +426,30 @@ def stage_state(ref: Reference, out: Path) -> None:
          protos0=protos0, embeds=embeds, label_idx=label_idx, protos=torch.stack(protos),
          queue0=queue0, keys=keys, key_tags=key_tags, queues=torch.stack(queues), queue_tags=torch.stack(flags),
          ptrs=torch.tensor(ptrs))
+
+
+def stage_optimiser(ref: Reference, out: Path) -> None:
+    """utils/optimizer.py PolyWarmupAdamW with engine/optimizer_engine.py's four groups (lr, lr,
+    10 lr, 10 lr; weight decay 0.01) on a quadratic, 220 steps (past a 150-step warm-up of 2000)."""
+    g = torch.Generator().manual_seed(90)
+    init = torch.randn(4, 3, generator=g)
+    params = [torch.nn.Parameter(init[i].clone()) for i in range(4)]
+    lr, wd, warmup, total = 6e-5, 1e-2, 150, 2000
+    opt = ref.optimizer.PolyWarmupAdamW(
+        params=[{"params": [p], "lr": lr * m, "weight_decay": wd} for p, m in zip(params, (1, 1, 10, 10), strict=True)],
+        lr=lr, weight_decay=wd, betas=(0.9, 0.999), warmup_iter=warmup, max_iter=total, warmup_ratio=1e-6, power=0.9)
+    steps = 220
+    lrs = torch.zeros(steps, 4, dtype=torch.float64)
+    for step in range(steps):
+        opt.zero_grad()
+        loss = sum(((p - 1.0) ** 2).sum() for p in params)
+        loss.backward()
+        opt.step()
+        lrs[step] = torch.tensor([group["lr"] for group in opt.param_groups], dtype=torch.float64)
+    save(out, "optimiser", {"lr": lr, "weight_decay": wd, "warmup_iters": warmup, "iters": total,
+                            "warmup_ratio": 1e-6, "power": 0.9, "betas": [0.9, 0.999], "steps": steps,
+                            "function": "utils/optimizer.py:38"},
+         init=init, lrs=lrs, final=torch.stack([p.detach() for p in params]))
 
 
 def _energy_inputs(g: torch.Generator, n: int, h: int, w: int, k: int) -> dict[str, torch.Tensor]:
@@ -576,6 +600,7 @@ STAGES = {
     "par": stage_par,
     "losses": stage_losses,
     "state": stage_state,
+    "optimiser": stage_optimiser,
     "crf": stage_crf,
 }
 
