@@ -27,7 +27,8 @@ def test_torch_backend_contract(checkpoint: Path) -> None:
     out = backend(x)
     assert set(out) == {"seg"} and out["seg"].shape == (2, 4, 4, 3) and out["seg"].dtype == torch.float32
     out = backend(x, with_cam=True)
-    assert out["cam"].shape == (2, 3, 4, 3) and out["cls"].shape == (2, 3) and (out["cam"] >= 0).all()
+    assert out["cam"].shape == (2, 3, 4, 3) and out["cls"].shape == (2, 3)
+    assert (out["cam"] < 0).any()  # raw class maps: the predictor applies the ReLU after upsampling
     backend.close()
     with pytest.raises(BackendError):
         backend(x)

@@ -3,7 +3,7 @@
 Graph contract:
   - input ``images``: (N, 3, H, W) float32, normalised as in training ((x/255 - mean) / std);
   - output ``seg_logits``: (N, C+1, H/p, W/p) float32 and, with the CAM head, ``cams``
-    (N, C, H/p, W/p, ReLU'd, not normalised) and ``cls_logits`` (N, C); all float32 even in an
+    (N, C, H/p, W/p, raw class maps: no ReLU, not normalised) and ``cls_logits`` (N, C); all float32 even in an
     fp16 export.
   - dynamic export (default): N, H and W are free; H and W must be multiples of the patch size
     p (the graph computes the token grid as H/p, W/p; the predictor pads or resizes to such

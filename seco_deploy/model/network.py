@@ -26,7 +26,7 @@ Calls
     (N*(v+n), D): the projected class tokens of [main, global, crop_1..crop_n] per image
     (v = 2 with a global view, else 1).
   ``forward_infer(images, with_cam=False) -> dict``: ``seg_logits`` and, with ``with_cam``,
-    ``cams`` (N, C, h, w; ReLU, not normalised) and ``cls_logits`` (N, C). Traceable.
+    ``cams`` (N, C, h, w; the raw class maps, no ReLU, not normalised) and ``cls_logits`` (N, C). Traceable.
   ``cam_maps(F, F_aux) -> (cam, cam_aux)``: raw 1x1-conv class maps (no ReLU).
   ``param_groups(train_cfg)``: AdamW groups ``encoder``, ``encoder_norm`` (lr), ``heads``,
     ``decoder`` (lr * head_lr_mult); each dict carries ``name`` and ``lr_mult``.
@@ -213,11 +213,12 @@ class SeCoNet(nn.Module):
 
     def forward_infer(self, images: torch.Tensor, with_cam: bool = False) -> dict[str, torch.Tensor]:
         """Deployment outputs only: ``seg_logits`` (N, C+1, h, w); with ``with_cam`` also ``cams``
-        (N, C, h, w, ReLU'd, not normalised) and ``cls_logits`` (N, C). No data-dependent control flow."""
+        (N, C, h, w: the raw class maps of :meth:`cam_maps`, not normalised; the ReLU comes after
+        upsampling and flip fusion, SPEC 2.1) and ``cls_logits`` (N, C). No data-dependent control flow."""
         _, feats, _ = self.encoder(images)
         out = {"seg_logits": self.decoder(feats)}
         if with_cam:
-            out["cams"] = F.relu(F.conv2d(feats, self.classifier.weight))
+            out["cams"] = F.conv2d(feats, self.classifier.weight)
             out["cls_logits"] = self._logits(feats, self.classifier)
         return out
 

@@ -26,8 +26,8 @@ Call: ``backend(images, with_cam=False) -> dict[str, torch.Tensor]``.
   within ``info.input_shape`` (-1 = any) and N <= ``info.max_batch`` when that is set: the
   predictor guarantees all of this.
 - Returns float32 tensors on ``backend.device``: ``"seg"`` ``(N, C+1, H/p, W/p)`` decoder
-  logits, background first; with ``with_cam`` also ``"cam"`` ``(N, C, H/p, W/p)`` (ReLU'd,
-  not normalised) and ``"cls"`` ``(N, C)`` image logits. Asked for CAMs when ``"cam"`` is not
+  logits, background first; with ``with_cam`` also ``"cam"`` ``(N, C, H/p, W/p)`` (raw class
+  maps: no ReLU, not normalised) and ``"cls"`` ``(N, C)`` image logits. Asked for CAMs when ``"cam"`` is not
   in ``info.heads``, a backend raises ``BackendError``.
 - ``close()`` releases sessions or GPU memory; calling the backend afterwards is an error.
 
