@@ -17,9 +17,9 @@ from PIL import Image
 
 from seco_deploy import cam as camlib
 from seco_deploy.data.palette import VOC_PALETTE
-from seco_deploy.infer.backends import Backend, ModelInfo
 from seco_deploy.infer.predictor import PredictOptions, Predictor, TagTable
 from seco_deploy.infer.sources import expand_source
+from seco_deploy.runtime.backends import Backend, ModelInfo
 
 CLASSES = ["background", "a", "b", "c", "d"]
 BASE = 448
