@@ -28,8 +28,26 @@ def normalise_cam(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
 
 def scaled_size(h: int, w: int, scale: float, patch: int) -> tuple[int, int]:
-    """(h, w) times ``scale`` rounded to the nearest multiple of the patch size (at least one patch)."""
+    """(h, w) times ``scale`` rounded to the nearest multiple of the patch size (at least one patch).
+
+    The one rule for test-time sizes: training CAMs, the predictor's TTA inputs, TensorRT profiles
+    and parity shapes all use it."""
     return max(patch, round(h * scale / patch) * patch), max(patch, round(w * scale / patch) * patch)
+
+
+def fuse_flip(maps: torch.Tensor, size: tuple[int, int], flipped: bool = True) -> torch.Tensor:
+    """Class maps of one test-time scale -> (B, K, H, W) float32 at ``size``.
+
+    ``maps`` is (2B, K, h, w), the maps of B images followed by those of their horizontal flips
+    (or (B, K, h, w) with ``flipped=False``). Each is upsampled bilinearly to ``size``; the result
+    is ``ReLU(max(map(image), unflip(map(flipped image))))`` (or ``ReLU(map)``). Summing it over
+    the scales, then :func:`normalise_cam`, gives the multi-scale flip CAMs (method §2.2, §3.1).
+    """
+    up = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
+    if not flipped:
+        return F.relu(up)
+    b = up.shape[0] // 2
+    return F.relu(torch.maximum(up[:b], up[b:].flip(-1)))
 
 
 @torch.no_grad()
@@ -42,14 +60,14 @@ def multi_scale_cams(
     """Normalised multi-scale flip CAMs (SPEC 2.1): ``(cam, cam_aux)``, each (B, C, H, W) float32.
 
     For each scale: resize (bilinear) to a multiple of the patch size, run the encoder ONCE on the
-    image and its flip concatenated, upsample both class maps to (H, W), take the elementwise max
-    of the image's map and the un-flipped flip's map, ReLU; sum over scales; :func:`normalise_cam`.
+    image and its flip concatenated, :func:`fuse_flip` both class maps at (H, W); sum over
+    scales; :func:`normalise_cam`.
 
     ``net`` is a :class:`~seco_deploy.model.network.SeCoNet` (not a DDP wrapper). ``known_scale1``
     are the raw maps ``net.cam_maps(F, F_aux)`` of ``images`` at scale 1 when the caller already
     has them (the student forward of a training step): scale 1 then runs the flip only.
     """
-    b, _, h, w = images.shape
+    h, w = images.shape[-2:]
     patch = net.patch_size
     cam_sum = cam_aux_sum = None
     for scale in scales:
@@ -63,8 +81,7 @@ def multi_scale_cams(
         else:
             _, feats, feats_aux = net.encoder(torch.cat([x, x.flip(-1)]))
             cam, cam_aux = net.cam_maps(feats, feats_aux)
-        maps = F.interpolate(torch.cat([cam, cam_aux], 1).float(), size=(h, w), mode="bilinear", align_corners=False)
-        maps = F.relu(torch.maximum(maps[:b], maps[b:].flip(-1)))
+        maps = fuse_flip(torch.cat([cam, cam_aux], 1), (h, w))
         c = cam.shape[1]
         cam_sum = maps[:, :c] if cam_sum is None else cam_sum + maps[:, :c]
         cam_aux_sum = maps[:, c:] if cam_aux_sum is None else cam_aux_sum + maps[:, c:]
@@ -107,6 +124,13 @@ def cam_to_label(cam: torch.Tensor, labels: torch.Tensor, bkg_thre: float, img_b
     out = torch.where(value > bkg_thre, cls, torch.zeros_like(cls))
     inside = box_mask(img_box, cam.shape[0], cam.shape[2], cam.shape[3], cam.device)
     return torch.where(inside, out, torch.full_like(out, ignore_index))
+
+
+def labels_at_size(cam: torch.Tensor, labels: torch.Tensor, size: tuple[int, int], bkg_thre: float) -> torch.Tensor:
+    """CAM pseudo label (method §3.1) at another resolution: ``cam`` (N, C, h, w) normalised CAMs are
+    upsampled bilinearly to ``size``, then :func:`cam_to_label` with the image-level ``labels``."""
+    up = F.interpolate(cam.float(), size=size, mode="bilinear", align_corners=False)
+    return cam_to_label(up, labels, bkg_thre)
 
 
 def cam_to_three_way(cam: torch.Tensor, labels: torch.Tensor, high_thre: float, low_thre: float,

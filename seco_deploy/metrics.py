@@ -124,18 +124,6 @@ def multilabel_f1(labels: ArrayLike, predictions: ArrayLike) -> np.ndarray:
 MASK_SUFFIXES = (".png",)
 
 
-def read_class_names(path: str | Path) -> list[str]:
-    """Class names from a text file, one per line, background first; blank lines and ``#`` comments skipped."""
-    names = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            names.append(line)
-    if len(names) < 2:
-        raise ValueError(f"{path} must list background and at least one class, one name per line")
-    return names
-
-
 @dataclass
 class FolderEvaluation:
     """What :func:`evaluate_folders` found: the figures and every pair it could not use."""
@@ -205,13 +193,18 @@ def evaluate_folders(
     num_classes: int | None = None,
     ignore_index: int = 255,
     progress: Callable[[int, int], None] | None = None,
+    names: list[str] | None = None,
+    on_pair: Callable[[str, np.ndarray, np.ndarray], None] | None = None,
 ) -> FolderEvaluation:
     """Confusion matrix of the index PNGs in ``pred_dir`` against same-named ones in ``gt_dir``.
 
-    Pairs are matched by file stem. Missing or extra files, size mismatches and unreadable files
-    are recorded and skipped. One image pair is in memory at a time. Without ``num_classes`` the
-    class count is the largest index seen (other than ``ignore_index``) plus one.
-    ``progress(done, total)`` is called after each ground-truth file.
+    The one way a folder of masks is scored (``seco eval``, the demo, the benchmarks). Pairs are
+    matched by file stem; ``names`` restricts the ground truth to those stems (a split), in that
+    order. Missing or extra files, size mismatches and unreadable files are recorded and skipped.
+    One image pair is in memory at a time. Without ``num_classes`` the class count is the largest
+    index seen (other than ``ignore_index``) plus one. ``progress(done, total)`` is called after
+    each ground-truth file and ``on_pair(name, gt, pred)`` with every pair that was counted (for
+    figures of one's own, e.g. context false activation).
     """
     from seco_deploy.data.io import read_mask
 
@@ -224,10 +217,11 @@ def evaluate_folders(
     k = num_classes if num_classes is not None else 255
     cm = ConfusionMatrix(k, ignore_index=ignore_index)
     result = FolderEvaluation(scores={}, num_classes=k)
-    result.extra = sorted(set(preds) - set(gts))
-    names = sorted(gts)
+    if names is None:
+        result.extra = sorted(set(preds) - set(gts))
+        names = sorted(gts)
     for i, name in enumerate(names):
-        if name not in preds:
+        if name not in preds or name not in gts:
             result.missing.append(name)
         else:
             try:
@@ -245,6 +239,8 @@ def evaluate_folders(
                     result.gt_out_of_range += int(((g >= k) & (g != ignore_index)).sum())
                     cm.update(g, pred)
                     result.evaluated += 1
+                    if on_pair is not None:
+                        on_pair(name, gt, pred)
         if progress is not None:
             progress(i + 1, len(names))
     matrix = cm.matrix

@@ -32,14 +32,15 @@ def evaluate(
     Files are paired by name. mIoU averages the classes present in the ground truth. Missing,
     extra, unreadable or differently sized files are listed and skipped; the exit code is then 3.
     """
-    from seco_deploy.metrics import evaluate_folders, read_class_names
+    from seco_deploy.data.datasets import read_classes_txt
+    from seco_deploy.metrics import evaluate_folders
 
     names: list[str] | None = None
     if classes is not None:
         if not classes.is_file():
             fail(f"--classes {classes} does not exist")
         try:
-            names = read_class_names(classes)
+            names = read_classes_txt(classes)
         except (ValueError, OSError) as exc:
             fail(str(exc))
     for folder, option in ((pred_dir, "PRED_DIR"), (gt, "--gt")):

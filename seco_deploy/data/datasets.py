@@ -248,7 +248,9 @@ def _tags_from_xml(path: Path, classes: list[str]) -> np.ndarray:
 
 
 def read_classes_txt(path: str | os.PathLike[str]) -> list[str]:
-    """Read ``classes.txt``: one class name a line, background first, blank lines skipped."""
+    """Read ``classes.txt``: one class name a line, background first; blank lines and ``#`` comments skipped.
+
+    The one reader of class-name files (datasets, ``seco eval --classes``, scoring)."""
     p = Path(path)
     try:
         lines = p.read_text(encoding="utf-8-sig").splitlines()
@@ -258,7 +260,7 @@ def read_classes_txt(path: str | os.PathLike[str]) -> list[str]:
     seen: dict[str, int] = {}
     for lineno, line in enumerate(lines, start=1):
         name = line.strip()
-        if not name:
+        if not name or name.startswith("#"):
             continue
         if name in seen:
             raise DatasetError(f"{p}, line {lineno}: class {name!r} repeats line {seen[name]}")

@@ -1,8 +1,9 @@
 """Scoring predicted masks of a synthetic set: mIoU, per-class IoU and FP:TP, context false activation.
 
-``score_folder(pred_dir, data_root, names)`` reads ``pred_dir/NAME.png`` for every name and the
-set's ``SegmentationClass`` / ``ContextMasks``; figures follow :mod:`seco_deploy.metrics` (mIoU
-over the classes present in the ground truth) and :mod:`seco_deploy.demo.cooccurrence`.
+``score_folder(pred_dir, data_root, names)`` scores ``pred_dir/NAME.png`` for every name against the
+set's ``SegmentationClass`` with :func:`seco_deploy.metrics.evaluate_folders` (mIoU over the
+classes present in the ground truth) and counts context false activation from ``ContextMasks``
+(:mod:`seco_deploy.demo.cooccurrence`).
 ``aux_cam_folder`` writes the auxiliary-CAM pseudo-labels of a checkpoint (PyTorch; the ONNX
 export carries the seg and CAM heads only) so they can be scored the same way.
 """
@@ -13,8 +14,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from seco_deploy.demo.cooccurrence import CooccurrenceMeter, couplings_from_synth
-from seco_deploy.metrics import ConfusionMatrix
+from seco_deploy.metrics import evaluate_folders
 
 __all__ = ["aux_cam_folder", "score_folder", "split_names"]
 
@@ -43,6 +46,7 @@ def score_folder(
     ``{name, iou, fp_tp, precision, recall, present}`` (background first) and ``cooccurrence``
     (see :class:`CooccurrenceMeter`; empty when the set has no ``synth.json``).
     """
+    from seco_deploy.data.datasets import read_classes_txt
     from seco_deploy.data.io import read_mask
     from seco_deploy.data.synth import load_synth_info
 
@@ -52,23 +56,18 @@ def score_folder(
         classes = list(info["classes"])
     except FileNotFoundError:
         info = None
-        lines = (root / "classes.txt").read_text(encoding="utf-8").splitlines()
-        classes = [line.strip() for line in lines if line.strip()]
-    cm = ConfusionMatrix(len(classes))
+        classes = read_classes_txt(root / "classes.txt")
     meter = CooccurrenceMeter(couplings_from_synth(info), away_px=away_px) if info is not None else None
-    missing: list[str] = []
-    for name in names:
-        pred_path = pred_dir / f"{name}.png"
-        if not pred_path.is_file():
-            missing.append(name)
-            continue
-        pred = read_mask(pred_path)
-        gt = read_mask(root / "SegmentationClass" / f"{name}.png")
-        cm.update(gt, pred)
+
+    def count_context(name: str, gt: np.ndarray, pred: np.ndarray) -> None:
         if meter is not None:
             ctx_path = root / "ContextMasks" / f"{name}.png"
             meter.update(pred, gt, read_mask(ctx_path) if ctx_path.is_file() else None)
-    scores = cm.compute()
+
+    result = evaluate_folders(pred_dir, root / "SegmentationClass", len(classes), names=list(names),
+                              on_pair=count_context)
+    scores = result.scores
+    missing = result.missing
     rows = [
         {
             "name": classes[k],
@@ -84,7 +83,7 @@ def score_folder(
     co = {k: {kk: (_clean(v) if isinstance(v, float) else v) for kk, v in row.items()} for k, row in co.items()}
     return {
         "miou": _clean(float(scores["miou"])),
-        "images": len(names) - len(missing),
+        "images": result.evaluated,
         "missing": missing,
         "classes": rows,
         "cooccurrence": co,
@@ -102,12 +101,11 @@ def aux_cam_folder(
 
     Same recipe as training validation: image resized to the crop size, multi-scale flip CAMs
     (``model.cam_scales``) upsampled to the mask size, :func:`~seco_deploy.cam.cam_to_label` with
-    the true tags and ``infer.bkg_thre``.
+    the true tags and ``infer.bkg_thre`` (:func:`~seco_deploy.cam.labels_at_size`, as validation does).
     """
     import torch
-    import torch.nn.functional as F
 
-    from seco_deploy.cam import cam_to_label, multi_scale_cams
+    from seco_deploy.cam import labels_at_size, multi_scale_cams
     from seco_deploy.data.datasets import open_dataset
     from seco_deploy.data.io import write_mask_png
     from seco_deploy.data.palette import VOC_PALETTE
@@ -127,7 +125,6 @@ def aux_cam_folder(
             _, cam_aux = multi_scale_cams(net, images, cfg.model.cam_scales)
             for i, s in enumerate(samples):
                 size = s.image.shape[:2]
-                cam = F.interpolate(cam_aux[i : i + 1], size=size, mode="bilinear", align_corners=False)
-                label = cam_to_label(cam, torch.from_numpy(s.tags[None]), cfg.infer.bkg_thre)[0]
+                label = labels_at_size(cam_aux[i : i + 1], torch.from_numpy(s.tags[None]), size, cfg.infer.bkg_thre)[0]
                 write_mask_png(out / f"{s.name}.png", label.to(torch.uint8).numpy(), VOC_PALETTE)
     return out

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from seco_deploy.cam import cam_to_label, multi_scale_cams
+from seco_deploy.cam import labels_at_size, multi_scale_cams
 from seco_deploy.config import Config
 from seco_deploy.data.datasets import SegDataset
 from seco_deploy.data.transforms import EvalDataset, eval_collate
@@ -71,8 +71,8 @@ def validate(
             size = tuple(gt.shape)
             label = tags[i : i + 1]
             preds = {
-                "cam": cam_to_label(_resize(cam[i : i + 1], size), label, cfg.infer.bkg_thre),
-                "cam_aux": cam_to_label(_resize(cam_aux[i : i + 1], size), label, cfg.infer.bkg_thre),
+                "cam": labels_at_size(cam[i : i + 1], label, size, cfg.infer.bkg_thre),
+                "cam_aux": labels_at_size(cam_aux[i : i + 1], label, size, cfg.infer.bkg_thre),
                 "seg": _resize(out["seg_logits"][i : i + 1].float(), size).argmax(1),
             }
             gt_np = gt.numpy()
