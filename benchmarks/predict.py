@@ -51,7 +51,9 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from seco_deploy.data.io import read_image
-    from seco_deploy.infer.predictor import PredictOptions, Predictor
+    from seco_deploy.infer.decode import Decoded
+    from seco_deploy.infer.options import PredictOptions
+    from seco_deploy.infer.predictor import Predictor
     from seco_deploy.infer.sources import expand_source
     from seco_deploy.runtime.backends import Backend, open_backend
 
@@ -108,9 +110,9 @@ def child(args: argparse.Namespace) -> None:
     batches = []
     with torch.inference_mode():
         for i in range(0, n, args.batch):
-            group = [torch.from_numpy(read_image(it.path)) for it in items[i : i + args.batch]]
-            size = predictor._input_size(tuple(group[0].shape[:2]), 1.0)
-            batches.append(predictor._network_input(predictor._runs(group), size, options.flip))
+            chunk = items[i : i + args.batch]
+            group = [Decoded(j, torch.from_numpy(read_image(it.path)), 0.0) for j, it in enumerate(chunk)]
+            batches.append(predictor.network_input(predictor.preprocess(group), 1.0))
 
     def bare() -> float:
         start = time.perf_counter()

@@ -17,8 +17,10 @@ from PIL import Image
 
 from seco_deploy import cam as camlib
 from seco_deploy.data.palette import VOC_PALETTE
-from seco_deploy.infer.predictor import PredictOptions, Predictor, TagTable
+from seco_deploy.infer.options import PredictOptions
+from seco_deploy.infer.predictor import Predictor
 from seco_deploy.infer.sources import expand_source
+from seco_deploy.infer.tags import TagTable
 from seco_deploy.runtime.backends import Backend, ModelInfo
 
 CLASSES = ["background", "a", "b", "c", "d"]

@@ -9,7 +9,8 @@ import pytest
 import torch
 from _predict_helpers import CLASSES, StubBackend, checkpoint, one_thread, write_image
 
-from seco_deploy.infer.predictor import PredictOptions, Predictor
+from seco_deploy.infer.options import PredictOptions
+from seco_deploy.infer.predictor import Predictor
 from seco_deploy.infer.sources import expand_source
 from seco_deploy.runtime.backends import TorchBackend, model_info_from_card, open_backend
 from seco_deploy.runtime.device import resolve_device

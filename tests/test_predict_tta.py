@@ -8,8 +8,10 @@ import numpy as np
 import torch
 from _predict_helpers import CLASSES, StubBackend, checkpoint, one_thread, read_palette_png, write_image
 
-from seco_deploy.infer.predictor import PredictOptions, Predictor, input_side
+from seco_deploy.infer.options import PredictOptions
+from seco_deploy.infer.predictor import Predictor
 from seco_deploy.infer.sources import expand_source
+from seco_deploy.infer.tta import input_size
 from seco_deploy.runtime.backends import open_backend
 
 __all__ = ["checkpoint", "one_thread"]  # fixtures
@@ -29,6 +31,9 @@ def token_grid(images: torch.Tensor, patch: int = 16) -> tuple[int, int, int]:
 
 
 def test_input_side_rounds_to_the_patch() -> None:
+    def input_side(base: int, scale: float, patch: int) -> int:
+        return input_size((base, base), scale, base, patch)[0]
+
     assert input_side(448, 1.25, 16) == 560 and input_side(448, 1.5, 16) == 672
     assert input_side(64, 0.1, 16) == 16 and input_side(64, 1.1, 16) == 64 and input_side(64, 1.2, 16) == 80
 
@@ -137,7 +142,7 @@ def test_pseudo_labels_hand_case(tmp_path: Path) -> None:
 
     write_image(tmp_path / "in" / "a.png", 32, 32)
     (tmp_path / "tags.csv").write_text("image,tags\na.png,cat;dog\n", encoding="utf-8")
-    from seco_deploy.infer.predictor import TagTable
+    from seco_deploy.infer.tags import TagTable
 
     backend = StubBackend(fn, crop=32)
     tags = TagTable(tmp_path / "tags.csv", CLASSES)

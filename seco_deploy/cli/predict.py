@@ -11,7 +11,8 @@ import typer
 from seco_deploy.cli.common import EXIT_MISSING_RUNTIME, EXIT_USAGE, console, fail
 
 if TYPE_CHECKING:
-    from seco_deploy.infer.predictor import Predictor, RunSummary
+    from seco_deploy.infer.manifest import RunSummary
+    from seco_deploy.infer.predictor import Predictor
     from seco_deploy.infer.sources import InputItem
 
 
@@ -81,8 +82,11 @@ def predict(
 
     from seco_deploy.data.datasets import DatasetError
     from seco_deploy.data.io import DEFAULT_MAX_PIXELS
-    from seco_deploy.infer.predictor import PredictOptions, Predictor, RunMismatchError, TagTable
+    from seco_deploy.infer.manifest import RunMismatchError
+    from seco_deploy.infer.options import PredictOptions
+    from seco_deploy.infer.predictor import Predictor
     from seco_deploy.infer.sources import SourceError, expand_source, parse_shard, select_shard, shard_from_env
+    from seco_deploy.infer.tags import TagTable
     from seco_deploy.runtime.backends import open_backend
     from seco_deploy.runtime.errors import MissingRuntimeError
 

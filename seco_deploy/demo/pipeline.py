@@ -291,8 +291,10 @@ def predict_split(
 
     ``mode="pseudo"`` uses the set's ``tags.csv`` (true tags). Returns the run summary record.
     """
-    from seco_deploy.infer.predictor import PredictOptions, Predictor, TagTable
+    from seco_deploy.infer.options import PredictOptions
+    from seco_deploy.infer.predictor import Predictor
     from seco_deploy.infer.sources import expand_source
+    from seco_deploy.infer.tags import TagTable
     from seco_deploy.runtime.backends import open_backend
 
     backend, info = open_backend(model, device="cpu")

@@ -1,0 +1,71 @@
+"""What shapes a prediction run: :class:`PredictOptions` and the choices its fields take.
+
+``None`` in a field means "the model's default" (its card or checkpoint config supplies it).
+:meth:`PredictOptions.validate` raises ``ValueError`` naming the option (exit 2 in the CLI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from seco_deploy.data.io import DEFAULT_MAX_PIXELS
+
+if TYPE_CHECKING:
+    from seco_deploy.infer.tags import TagTable
+
+__all__ = ["MODES", "REFINES", "RESIZES", "PredictOptions"]
+
+MODES = ("mask", "pseudo")
+REFINES = ("none", "par", "crf")
+RESIZES = ("square", "keep")
+
+
+@dataclass
+class PredictOptions:
+    """Everything that shapes a prediction run; ``None`` means "the model's default"."""
+
+    mode: str = "mask"
+    scales: tuple[float, ...] | None = None
+    flip: bool = True
+    base_size: int | None = None
+    resize: str = "square"
+    crf: bool = False
+    refine: str = "none"
+    tags: TagTable | None = None
+    cls_threshold: float | None = None
+    bkg_thre: float | None = None
+    overlay: bool = False
+    save_probs: bool = False
+    probs_scale: float = 0.25
+    save_cam: bool = False
+    batch: int = 4
+    workers: int = 1
+    overwrite: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    crf_implementation: str = "auto"
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the option that is wrong."""
+        if self.mode not in MODES:
+            raise ValueError(f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.refine not in REFINES:
+            raise ValueError(f"--refine {self.refine!r}: choose one of {', '.join(REFINES)}")
+        if self.resize not in RESIZES:
+            raise ValueError(f"--resize {self.resize!r}: choose one of {', '.join(RESIZES)}")
+        if self.mode == "mask" and self.refine != "none":
+            raise ValueError("--refine applies to --mode pseudo; for masks use --crf")
+        if self.mode == "pseudo" and self.crf:
+            raise ValueError("--crf applies to --mode mask; for pseudo-labels use --refine crf")
+        if self.mode == "mask" and self.tags is not None:
+            raise ValueError("--tags applies to --mode pseudo")
+        if self.scales is not None and (not self.scales or min(self.scales) <= 0):
+            raise ValueError("--scales must list positive numbers, e.g. 1.0,1.25,1.5")
+        if self.batch < 1:
+            raise ValueError("--batch must be >= 1")
+        if self.workers < 0:
+            raise ValueError("--workers must be >= 0")
+        if not 0 < self.probs_scale <= 1:
+            raise ValueError("--probs-scale must lie in (0, 1]")
+        if self.base_size is not None and self.base_size < 1:
+            raise ValueError("--size must be a positive number of pixels")
