@@ -18,13 +18,14 @@ is read, i.e. with ``use_lil`` or ``use_rectification``. With every switch off t
 the plain-CAM baseline (no projection head, no teacher, empty queue).
 
 Calls
-  ``forward(images, global_view=None, crops=None) -> dict``: the one gradient-carrying pass of a
-    training step (call it through DDP). Keys ``cls`` (N, D), ``F``/``F_aux`` (N, D, h, w),
-    ``cls_logits``/``aux_logits`` (N, C), ``seg_logits`` (N, C+1, h, w); with ``global_view``
-    (N, 3, H, W) and/or ``crops`` (N*n, 3, s, s, image-major, or a function returning them) also
-    ``view_cls`` (N, v, D), the student class tokens of [main view, global view], and ``q``
-    (N*(v+n), D): the projected class tokens of [main, global, crop_1..crop_n] per image
-    (v = 2 with a global view, else 1).
+  ``student(images, global_view=None) -> dict``: the student's gradient-carrying pass on the main
+    view (and the global view, same encoder pass): ``cls`` (N, D), ``F``/``F_aux`` (N, D, h, w),
+    ``cls_logits``/``aux_logits`` (N, C), ``seg_logits`` (N, C+1, h, w), ``view_cls`` (N, v, D).
+  ``anchors(view_cls, crops=None) -> q`` (N*(v+n), D): the projected class tokens of [main, global,
+    crop_1..crop_n] per image (crops (N*n, 3, s, s), image-major).
+  ``forward(images, global_view=None, crops=None)``: both in one call. A training step calls
+    them from :class:`seco_deploy.train.step.TrainingStep`, whose forward is the whole step (so a
+    DDP wrapper around it sees one forward).
   ``forward_infer(images, with_cam=False) -> dict``: ``seg_logits`` and, with ``with_cam``,
     ``cams`` (N, C, h, w; the raw class maps, no ReLU, not normalised) and ``cls_logits`` (N, C). Traceable.
   ``cam_maps(F, F_aux) -> (cam, cam_aux)``: raw 1x1-conv class maps (no ReLU).
@@ -37,7 +38,6 @@ Calls
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -170,45 +170,50 @@ class SeCoNet(nn.Module):
         pooled = F.adaptive_max_pool2d(feats, 1)
         return conv(pooled).flatten(1)
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        global_view: torch.Tensor | None = None,
-        crops: torch.Tensor | Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Training pass of the student (see the module docstring for the keys).
+    def student(self, images: torch.Tensor, global_view: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The student on the main view and, when given, the global view, in ONE encoder pass (method §2.1).
 
-        ``crops`` may be a function of the main-view outputs that returns the crops: it runs
-        inside this one forward call (so a DDP wrapper sees a single forward), after the main
-        view and before the crops are encoded. A training step uses it to reuse the main view's
-        class maps for the scale-1 CAM and to cut the crops from the resulting ROI mask.
+        Keys ``cls`` (N, D), ``F``/``F_aux`` (N, D, h, w), ``cls_logits``/``aux_logits`` (N, C),
+        ``seg_logits`` (N, C+1, h, w) of the main view, and ``view_cls`` (N, v, D): the class tokens
+        of [main view, global view] (v = 2 with a global view, else 1).
         """
         n = images.shape[0]
         both = images if global_view is None else torch.cat([images, global_view], dim=0)
         cls_all, feats_all, aux_all = self.encoder(both)
         feats, feats_aux = feats_all[:n], aux_all[:n]
-        out = {
+        views = [cls_all[:n, None]] + ([cls_all[n:, None]] if global_view is not None else [])
+        return {
             "cls": cls_all[:n],
             "F": feats,
             "F_aux": feats_aux,
             "cls_logits": self._logits(feats, self.classifier),
             "aux_logits": self._logits(feats_aux, self.aux_classifier),
             "seg_logits": self.decoder(feats),
+            "view_cls": torch.cat(views, dim=1),
         }
-        if global_view is None and crops is None:
-            return out
+
+    def anchors(self, view_cls: torch.Tensor, crops: torch.Tensor | None = None) -> torch.Tensor:
+        """Anchors q (N*(v+n), D), unit rows (method §2.5): the projection head on the view tokens
+        ``view_cls`` (N, v, D) followed by the student's class tokens of the ``crops`` (N*n, 3, s, s,
+        image-major), per image [main, global, crop_1..crop_n]."""
         if not self.has_contrast:
             raise RuntimeError("this network has no contrast branch (model.use_lil and model.use_lig are off)")
-        tokens = [cls_all[:n, None]]
-        if global_view is not None:
-            tokens.append(cls_all[n:, None])
-        out["view_cls"] = torch.cat(tokens, dim=1)
+        n = view_cls.shape[0]
+        tokens = [view_cls]
         if crops is not None:
-            if callable(crops):
-                crops = crops(out)
             tokens.append(self.encoder.forward_cls(crops).reshape(n, -1, self.embed_dim))
-        anchors = torch.cat(tokens, dim=1)
-        out["q"] = self.proj_head(anchors.reshape(-1, self.embed_dim))
+        return self.proj_head(torch.cat(tokens, dim=1).reshape(-1, self.embed_dim))
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        global_view: torch.Tensor | None = None,
+        crops: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`student` and, with a global view or crops, ``q`` = :meth:`anchors` (one call)."""
+        out = self.student(images, global_view)
+        if global_view is not None or crops is not None:
+            out["q"] = self.anchors(out["view_cls"], crops)
         return out
 
     def forward_infer(self, images: torch.Tensor, with_cam: bool = False) -> dict[str, torch.Tensor]:
