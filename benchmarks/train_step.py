@@ -1,6 +1,7 @@
 """Seconds per training iteration and peak memory: SeCo against the plain-CAM baseline.
 
-One iteration = :class:`~seco_deploy.train.step.TrainingStep` (every loss term on: the phase after
+One iteration = :class:`~seco_deploy.train.iteration.Iteration`, as training runs it: the
+:class:`~seco_deploy.train.step.TrainingStep` (every loss term on: the phase after
 ``train.seg_start``) + backward + AdamW step, on a synthetic batch held in memory (no data
 loading). Each configuration runs in its own subprocess so that its peak memory (the process's
 peak RSS on CPU, torch's peak allocation on CUDA) is its own. On a shared CPU the time of one
@@ -70,14 +71,13 @@ def matmul_gflops(dtype_name: str, size: int = 1024, repeats: int = 5) -> float:
 
 def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, num_classes: int) -> dict[str, Any]:
     """Time ``iters`` iterations (after ``warmup``) of configuration ``name`` in this process."""
-    import contextlib
-
     import torch
 
     from seco_deploy.config import build_config
     from seco_deploy.model.network import SeCoNet
+    from seco_deploy.train.iteration import Iteration
     from seco_deploy.train.runlog import peak_memory_mb
-    from seco_deploy.train.schedule import build_optimizer
+    from seco_deploy.train.schedule import WarmupPolySchedule, build_optimizer
     from seco_deploy.train.step import TrainingStep
 
     torch.set_flush_denormal(True)
@@ -87,8 +87,11 @@ def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, 
     cfg = build_config(preset_name, None, [*overrides, *extra])
     dev = torch.device(device)
     net = SeCoNet(cfg.model, num_classes).to(dev).train()
-    opt = build_optimizer(net.param_groups(cfg.train), cfg.train)
-    step = TrainingStep(cfg.model, cfg.train, cfg.data)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    run = Iteration(TrainingStep(net, cfg.model, cfg.train, cfg.data),
+                    build_optimizer(net.param_groups(cfg.train), cfg.train), WarmupPolySchedule.from_config(cfg.train),
+                    scaler, amp)
     b, s = cfg.train.batch_size, cfg.data.crop_size
     g = torch.Generator().manual_seed(0)
     tags = (torch.rand(b, num_classes, generator=g) < 2.0 / num_classes).float()
@@ -101,7 +104,6 @@ def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, 
         "tags": tags,
     }
     batch_t = {k: v.to(dev) for k, v in batch_t.items()}
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
     iteration = max(cfg.train.seg_start, cfg.train.contrast_start, cfg.train.update_prototype) + 1
     times = []
     terms: dict[str, float] = {}
@@ -109,12 +111,7 @@ def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, 
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         t0 = time.perf_counter()
-        ctx = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-        with ctx:
-            out = step(net, batch_t, iteration + i)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        out = run(batch_t, iteration + i + 1)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         if i >= warmup:

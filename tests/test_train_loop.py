@@ -77,18 +77,18 @@ def test_resume_after_crash_matches_uninterrupted_run(
     data_root: Path, full_run: Trainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args, full = FULL_ARGS, full_run
-    original = TrainingStep.__call__
+    original = TrainingStep.forward
 
-    def crash_at_5(self, model, batch, iteration, generator=None):  # type: ignore[no-untyped-def]
+    def crash_at_5(self, batch, iteration, generator=None):  # type: ignore[no-untyped-def]
         if iteration == 4:  # the 5th iteration: last.pt holds iteration 3
             raise RuntimeError("simulated kill")
-        return original(self, model, batch, iteration, generator)
+        return original(self, batch, iteration, generator)
 
-    monkeypatch.setattr(TrainingStep, "__call__", crash_at_5)
+    monkeypatch.setattr(TrainingStep, "forward", crash_at_5)
     with pytest.raises(RuntimeError, match="simulated kill"):
         _train(data_root, tmp_path / "cut", *args)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["iteration"] == 3
-    monkeypatch.setattr(TrainingStep, "__call__", original)
+    monkeypatch.setattr(TrainingStep, "forward", original)
     resumed = _train(data_root, tmp_path / "cut", *args, resume=True)
 
     assert resumed.result.iteration == full.result.iteration == 8
@@ -135,18 +135,18 @@ def test_time_limit_stops_and_saves(data_root: Path, tmp_path: Path) -> None:
 def test_nonfinite_steps_are_skipped_then_stop_the_run(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = TrainingStep.__call__
+    original = TrainingStep.forward
     poisoned = {2, 4, 5}  # 0-based iterations whose 'ptc' term is NaN
 
-    def nan_ptc(self, model, batch, iteration, generator=None):  # type: ignore[no-untyped-def]
-        out = original(self, model, batch, iteration, generator)
+    def nan_ptc(self, batch, iteration, generator=None):  # type: ignore[no-untyped-def]
+        out = original(self, batch, iteration, generator)
         if iteration in poisoned:
             out.loss = out.loss + torch.tensor(math.nan)
             out.terms["ptc"] = torch.tensor(math.nan)
             out.terms["total"] = out.loss.detach()
         return out
 
-    monkeypatch.setattr(TrainingStep, "__call__", nan_ptc)
+    monkeypatch.setattr(TrainingStep, "forward", nan_ptc)
     run = tmp_path / "run"
     trainer = Trainer(tiny_config(data_root, "train.iters=10", "train.save_every=2", "train.max_nonfinite=2",
                                   "train.eval_every=100"), run, DistContext())

@@ -118,30 +118,27 @@ def measure_sec_per_iter(cfg: Config, iteration: int | None = None, repeats: int
     from seco_deploy.data.datasets import open_dataset
     from seco_deploy.data.transforms import TrainDataset
     from seco_deploy.runtime.checkpoint import build_network
+    from seco_deploy.train.iteration import Iteration
+    from seco_deploy.train.schedule import WarmupPolySchedule, build_optimizer
     from seco_deploy.train.step import TrainingStep
 
     torch.set_flush_denormal(True)
     dataset = open_dataset(cfg.data.root, cfg.data.train_split, cfg.data.format)
     views = TrainDataset(dataset, cfg.data, seed=cfg.train.seed)
     net = build_network(cfg, dataset.classes, load_pretrained=False).train()
-    step = TrainingStep(cfg.model, cfg.train, cfg.data)
     items = [views[i % len(views)] for i in range(cfg.train.batch_size)]
     batch = {k: torch.stack([torch.as_tensor(x[k]) for x in items])
              for k in ("image", "global_view", "local_view", "img_box", "tags")}
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    run = Iteration(TrainingStep(net, cfg.model, cfg.train, cfg.data),
+                    build_optimizer(net.param_groups(cfg.train), cfg.train), WarmupPolySchedule.from_config(cfg.train),
+                    amp_dtype=torch.bfloat16 if cfg.train.amp == "bf16" else None)
     generator = torch.Generator().manual_seed(cfg.train.seed)
-    amp = cfg.train.amp == "bf16"
     if iteration is None:
         iteration = max(cfg.train.seg_start, cfg.train.contrast_start, cfg.train.cam2mask) + 1
     best = float("inf")
     for r in range(repeats + 1):
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            out = step(net, batch, iteration + r, generator)
-        out.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        run(batch, iteration + r + 1, generator=generator)
         if r > 0:
             best = min(best, time.perf_counter() - t)
     return 1.1 * best

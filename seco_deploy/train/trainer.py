@@ -45,9 +45,9 @@ from seco_deploy.train.distributed import DistContext, all_reduce_, barrier, cle
 from seco_deploy.train.loader import InfiniteBatches
 from seco_deploy.train.runlog import MetricsLog, ProgressBar, peak_memory_mb
 from seco_deploy.train.schedule import WarmupPolySchedule, build_optimizer
+from seco_deploy.train.step import TERMS
 
 _DDP_PARAMS = inspect.signature(DistributedDataParallel.__init__).parameters
-LOSS_TERMS = ("cls", "cls_aux", "ptc", "lig", "lil", "seg", "reg")
 BEST_METRICS = ("seg", "cam", "cam_aux")
 
 
@@ -93,6 +93,7 @@ class Trainer:
     ) -> None:
         from seco_deploy.data.datasets import DatasetError, open_dataset
         from seco_deploy.data.transforms import TrainDataset
+        from seco_deploy.train.iteration import Iteration
         from seco_deploy.train.step import TrainingStep
 
         torch.set_flush_denormal(True)
@@ -155,19 +156,20 @@ class Trainer:
             torch.manual_seed(tc.seed + 1000 * ctx.rank)  # random crops differ between ranks
         self.generator = None  # the step draws from the global torch RNG (saved in checkpoints)
 
-        self.step = TrainingStep(cfg.model, tc, cfg.data)
-        self.ddp: torch.nn.Module = self.net
+        self.step = TrainingStep(self.net, cfg.model, tc, cfg.data)
+        step_module: torch.nn.Module = self.step
         if ctx.distributed:
             # Buffers (prototypes, queue) are synced once at start, then updated from gathered data on
             # every rank, so DDP need not broadcast them at each forward.
             sync_kw = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_PARAMS
                        else {"broadcast_buffers": False})
-            self.ddp = DistributedDataParallel(
-                self.net,
+            step_module = DistributedDataParallel(
+                self.step,
                 device_ids=[self.device] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,  # phases and ablations leave heads unused
                 **sync_kw,
             )
+        self.run_iteration = Iteration(step_module, self.optimizer, self.schedule, self.scaler, self.amp_dtype, ctx)
         try:
             self.batches = InfiniteBatches(
                 TrainDataset(self.train_set, cfg.data, seed=tc.seed),
@@ -290,77 +292,46 @@ class Trainer:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not in the main thread
                 old_handlers[sig] = signal.signal(sig, self._on_signal)
-        term_names: list[str] | None = None
         window: dict[str, float] = {}
         window_iters, window_time, window_rectified = 0, 0.0, 0.0
         nonfinite_run = 0
         start_time = time.monotonic()
         stop_reason = "done"
         last_val: dict[str, float] | None = None
-        buffers = {name: b for name, b in self.net.named_buffers()}
-        saved_buffers = {name: b.clone() for name, b in buffers.items()}
         try:
             with ProgressBar(tc.iters, self.iteration, main, self.console) as bar:
                 while self.iteration < tc.iters:
                     it = self.iteration + 1
                     t0 = time.perf_counter()
-                    lr = self.schedule.apply(self.optimizer, it - 1)
                     batch = _to_device(next(self.batches), self.device)
-                    for name, b in buffers.items():
-                        saved_buffers[name].copy_(b)
-                    with self._autocast():
-                        out = self.step(self.ddp, batch, it - 1, self.generator)  # the step counts from 0
-                    terms = {k: v.detach().float() for k, v in out.terms.items()}
-                    terms.setdefault("total", out.loss.detach().float())
-                    if term_names is None:
-                        term_names = list(terms)
-                    values = torch.stack([terms[k] for k in term_names])
                     elapsed_min = (time.monotonic() - start_time) / 60.0
-                    want_stop = float(
-                        bool(self._stop_signal) or (tc.max_minutes > 0 and elapsed_min >= tc.max_minutes)
-                    )
-                    flags = torch.cat([(~torch.isfinite(values)).float(), torch.tensor([want_stop])])
-                    flags = all_reduce_(flags.to(self._reduce_device()), ctx, op="max").cpu()
-                    nonfinite = [n for n, bad in zip(term_names, flags[:-1].tolist(), strict=True) if bad]
-                    total = out.loss
-                    if nonfinite:
-                        total = total * 0.0  # keep DDP's collective in step; gradients are discarded
-                    (self.scaler.scale(total) if self.scaler is not None else total).backward()
-                    if not nonfinite and self.scaler is None and not _grads_finite(self.optimizer):
-                        nonfinite = ["gradients"]
-                    if nonfinite:
-                        self.optimizer.zero_grad(set_to_none=True)
-                        for name, b in buffers.items():
-                            b.copy_(saved_buffers[name])
+                    want_stop = bool(self._stop_signal) or (tc.max_minutes > 0 and elapsed_min >= tc.max_minutes)
+                    outcome = self.run_iteration(batch, it, want_stop, self.generator)
+                    lr = outcome.lr
+                    if outcome.nonfinite:
                         nonfinite_run += 1
-                        self._event("nonfinite", it, terms=nonfinite, in_a_row=nonfinite_run)
+                        self._event("nonfinite", it, terms=outcome.nonfinite, in_a_row=nonfinite_run)
                         self._say(
-                            f"[yellow]iteration {it}: non-finite {', '.join(nonfinite)}; step skipped "
+                            f"[yellow]iteration {it}: non-finite {', '.join(outcome.nonfinite)}; step skipped "
                             f"({nonfinite_run} in a row, limit {tc.max_nonfinite})[/]"
                         )
                         if nonfinite_run >= tc.max_nonfinite:
                             raise TrainingError(
-                                f"{nonfinite_run} non-finite steps in a row (last: {', '.join(nonfinite)} at "
-                                f"iteration {it}); stopped. The last good checkpoint is {self.last_path} "
+                                f"{nonfinite_run} non-finite steps in a row (last: {', '.join(outcome.nonfinite)} "
+                                f"at iteration {it}); stopped. The last good checkpoint is {self.last_path} "
                                 "(iteration saved in it); lower train.lr or try --amp off, then --resume"
                             )
                     else:
                         nonfinite_run = 0
-                        if self.scaler is not None:
-                            self.scaler.step(self.optimizer)
-                            self.scaler.update()
-                        else:
-                            self.optimizer.step()
-                        self.optimizer.zero_grad(set_to_none=True)
-                        for k in term_names:
-                            window[k] = window.get(k, 0.0) + float(terms[k])
-                        window_rectified += float(out.stats.get("rectified", 0))
+                        for k, v in outcome.terms.items():
+                            window[k] = window.get(k, 0.0) + float(v)
+                        window_rectified += float(outcome.stats.get("rectified", 0))
                         window_iters += 1
                     self.iteration = it
                     if self.device.type == "cuda" and (it % tc.log_every == 0):
                         torch.cuda.synchronize(self.device)
                     window_time += time.perf_counter() - t0
-                    stop = bool(flags[-1])
+                    stop = outcome.stop
                     last = it == tc.iters or stop
 
                     if it % tc.log_every == 0 or last:
@@ -397,7 +368,7 @@ class Trainer:
     def _log_window(
         self, it: int, lr: float, window: dict[str, float], iters: int, seconds: float, rectified: float
     ) -> dict[str, Any] | None:
-        names = [*LOSS_TERMS, "total"]
+        names = list(TERMS)
         extra = sorted(k for k in window if k not in names)
         names += extra
         sums = torch.tensor([window.get(k, math.nan if iters == 0 else 0.0) for k in names] + [rectified, iters,
@@ -491,14 +462,6 @@ class Trainer:
 # ---------------------------------------------------------------------------- helpers
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def _grads_finite(optimizer: torch.optim.Optimizer) -> bool:
-    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-    if not grads:
-        return True
-    norms = torch._foreach_norm(grads)
-    return bool(torch.isfinite(torch.stack(norms)).all())
 
 
 def _gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
