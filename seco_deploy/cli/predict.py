@@ -28,22 +28,20 @@ def _parse_scales(text: str | None) -> tuple[float, ...] | None:
     return scales
 
 
+def _rank_device(device: str) -> str:
+    """``auto`` as this rank's device (``cuda:LOCAL_RANK`` under torchrun on a GPU machine), so every
+    backend, ONNX Runtime's included, runs on its rank's GPU; other strings pass unchanged."""
+    from seco_deploy.runtime.device import resolve_device
+
+    return str(resolve_device("auto")) if device == "auto" else device
+
+
 def _default_workers() -> int:
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 2
     return max(1, min(4, cpus // 2))
-
-
-def _device_for_rank(device: str) -> str:
-    """Under torchrun with ``--device auto`` on a GPU machine, rank r uses ``cuda:LOCAL_RANK``."""
-    import torch
-
-    local = os.environ.get("LOCAL_RANK")
-    if device == "auto" and local is not None and local.isdigit() and torch.cuda.is_available():
-        return f"cuda:{int(local) % torch.cuda.device_count()}"
-    return device
 
 
 def predict(
@@ -109,7 +107,7 @@ def predict(
     if shard_spec is not None:
         items = select_shard(items, *shard_spec)
     try:
-        backend, info = open_backend(model, device=_device_for_rank(device), amp=amp)
+        backend, info = open_backend(model, device=_rank_device(device), amp=amp)
     except MissingRuntimeError as exc:
         fail(str(exc), EXIT_MISSING_RUNTIME)
     except ValueError as exc:

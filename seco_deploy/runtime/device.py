@@ -6,7 +6,7 @@ for the GPU runtimes.
 - ``auto``: ``cuda:LOCAL`` when PyTorch sees a CUDA GPU, else ``cpu``;
 - ``cpu``; ``cuda`` -> ``cuda:LOCAL``; ``cuda:N`` -> that GPU;
 
-with ``LOCAL`` the process's local rank (0 outside torchrun). An unknown string raises
+with ``LOCAL`` the process's local rank (torchrun's ``LOCAL_RANK``; 0 outside torchrun). An unknown string raises
 :class:`~seco_deploy.runtime.errors.BackendError` (exit 2); a CUDA device that is not there
 raises :class:`~seco_deploy.runtime.errors.MissingRuntimeError` (exit 5).
 :func:`require_cuda` and :func:`require_tensorrt` check the TensorRT path the same way, with
@@ -33,8 +33,14 @@ __all__ = [
 ]
 
 
-def resolve_device(spec: str | None = "auto", local_rank: int = 0) -> torch.device:
-    """The torch device that ``spec`` names (see the module docstring)."""
+def resolve_device(spec: str | None = "auto", local_rank: int | None = None) -> torch.device:
+    """The torch device that ``spec`` names (see the module docstring); ``local_rank`` defaults to
+    the ``LOCAL_RANK`` that torchrun sets (0 outside torchrun)."""
+    if local_rank is None:
+        env = os.environ.get("LOCAL_RANK", "0")
+        local_rank = int(env) if env.isdigit() else 0
+        if torch.cuda.is_available():
+            local_rank %= torch.cuda.device_count()
     text = (spec or "auto").strip().lower()
     if text == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
