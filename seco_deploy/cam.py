@@ -1,4 +1,4 @@
-"""CAM utilities of SeCo (SPEC 2.1-2.4, 3): multi-scale CAMs, CAM -> labels, ROI mask, refined
+"""CAM utilities of SeCo (method §2.2-§2.4, §2.9, §3.1): multi-scale CAMs, CAM -> labels, ROI mask, refined
 pseudo label, and the decomposition into local crops with their tags.
 
 Conventions: ``cam`` (B, C, H, W) float for the C foreground classes; ``labels`` (B, C) multi-hot
@@ -57,7 +57,7 @@ def multi_scale_cams(
     scales: Sequence[float],
     known_scale1: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised multi-scale flip CAMs (SPEC 2.1): ``(cam, cam_aux)``, each (B, C, H, W) float32.
+    """Normalised multi-scale flip CAMs (method §2.2): ``(cam, cam_aux)``, each (B, C, H, W) float32.
 
     For each scale: resize (bilinear) to a multiple of the patch size, run the encoder ONCE on the
     image and its flip concatenated, :func:`fuse_flip` both class maps at (H, W); sum over
@@ -119,7 +119,7 @@ def best_present_class(cam: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
 
 def cam_to_label(cam: torch.Tensor, labels: torch.Tensor, bkg_thre: float, img_box: torch.Tensor | None = None,
                  ignore_index: int = IGNORE) -> torch.Tensor:
-    """Pseudo label (SPEC 3): best present class, background (0) where its value <= ``bkg_thre``."""
+    """Pseudo label (method §3.1): best present class, background (0) where its value <= ``bkg_thre``."""
     value, cls = best_present_class(cam, labels)
     out = torch.where(value > bkg_thre, cls, torch.zeros_like(cls))
     inside = box_mask(img_box, cam.shape[0], cam.shape[2], cam.shape[3], cam.device)
@@ -147,14 +147,14 @@ def cam_to_three_way(cam: torch.Tensor, labels: torch.Tensor, high_thre: float, 
 
 def roi_mask(cam: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor | None, high_thre: float,
              low_thre: float) -> torch.Tensor:
-    """ROI mask for decomposition (SPEC 2.3): class / -1 uncertain / 0 background / 255 outside the box."""
+    """ROI mask for decomposition (method §2.3): class / -1 uncertain / 0 background / 255 outside the box."""
     return cam_to_three_way(cam, labels, high_thre, low_thre, img_box, uncertain=UNCERTAIN)
 
 
 def ptc_label(cam_aux: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor | None, size: tuple[int, int],
               high_thre: float, low_thre: float) -> torch.Tensor:
     """Aux-CAM label at feature resolution for the PTC loss: CAMs resized bilinearly to ``size``,
-    thresholded as in SPEC 2.2 without refinement (uncertain -> 255); the box is resized too."""
+    thresholded as the ROI mask (method §2.3) with uncertain -> 255 (PTC target, method §2.10); the box is resized too."""
     small = F.interpolate(cam_aux, size=size, mode="bilinear", align_corners=False)
     inside = feature_box_mask(img_box, cam_aux.shape[0], size, tuple(cam_aux.shape[-2:]), cam_aux.device)
     return cam_to_three_way(small, labels, high_thre, low_thre, uncertain=IGNORE, box_inside=inside)
@@ -172,7 +172,7 @@ def refined_pseudo_label(
     down_scale: int = 2,
     ignore_index: int = IGNORE,
 ) -> torch.Tensor:
-    """Decoder pseudo label (SPEC 2.2), (B, H, W) long.
+    """Decoder pseudo label (method §2.9), (B, H, W) long.
 
     Present-class CAMs with a constant background channel at ``high_thre`` and, separately, at
     ``low_thre``; softmax over background + present classes at 1/``down_scale`` resolution; both
@@ -259,7 +259,7 @@ def extract_crops(images: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor, crop
 
 def crop_tags(roi_crops: torch.Tensor, image_class: torch.Tensor, num_classes: int,
               threshold: float = 0.2) -> torch.Tensor:
-    """Tags (B, n) of local crops from their ROI crops (B, n, s, s) (SPEC 2.4).
+    """Tags (B, n) of local crops from their ROI crops (B, n, s, s) (method §2.4).
 
     ``image_class`` (B,) is :func:`single_roi_class`; in a single-class image uncertain pixels count
     as that class. Fraction of foreground-or-uncertain pixels <= ``threshold`` -> 0; else exactly
@@ -287,7 +287,7 @@ def decompose(
     threshold: float = 0.2,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """SPEC 2.4: local crops at the same positions from both views, with their tags.
+    """Method §2.4: local crops at the same positions from both views, with their tags.
 
     Returns ``student`` and ``teacher`` crops (B*n, 3, s, s) image-major, ``tags`` (B, n) long,
     ``global_tags`` (B,) long (the image's single ROI class or -1) and ``y0``/``x0`` (B, n).

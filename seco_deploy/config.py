@@ -5,7 +5,7 @@ checked against the type annotation of its field when it is loaded or overridden
 key or a wrong type raises :class:`ConfigError` naming the dotted key.
 
 Presets (``PRESETS``):
-  - ``voc``: the reference defaults of SPEC.md (ViT-B/16, crop 448, 20k iterations).
+  - ``voc``: the reference defaults (docs/method.md) (ViT-B/16, crop 448, 20k iterations).
   - ``coco``: as ``voc`` with COCO's 81 classes and 80k iterations.
   - ``cpu``: a ViT-Tiny trained from scratch at 224 px, minutes on a laptop.
   - ``test``: the smallest network and schedule that exercise every code path, seconds.
@@ -56,7 +56,7 @@ MOVED_KEYS = {"model.bkg_thre": "infer.bkg_thre", "infer.cam_scales": "model.cam
 
 @dataclass
 class DataConfig:
-    """Where the data is and how training views are made (SPEC 2, "Data")."""
+    """Where the data is and how training views are made (method §2.0)."""
 
     root: str = ""
     format: str = "auto"  # auto | voc | coco | folder
@@ -75,7 +75,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The SeCo network (SPEC 1) and its method switches (SPEC 2)."""
+    """The SeCo network (method §1) and its method switches (method §1.8)."""
 
     backbone: str = "vit_base_patch16_224"
     # Extra keyword arguments for timm.create_model (e.g. depth, embed_dim, num_heads).
@@ -112,7 +112,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation, loss schedule and bookkeeping (SPEC 2.9-2.10)."""
+    """Optimisation, loss schedule and bookkeeping (method §2.10-§2.11)."""
 
     iters: int = 20000
     batch_size: int = 4  # per process
@@ -146,7 +146,7 @@ class TrainConfig:
 
 @dataclass
 class InferConfig:
-    """Prediction defaults (SPEC 3)."""
+    """Prediction defaults (method §3)."""
 
     mask_scales: tuple[float, ...] = (1.0, 1.25, 1.5)
     flip: bool = True

@@ -1,4 +1,4 @@
-"""The SeCo losses (SPEC 2.8-2.9) as pure, vectorised tensor functions.
+"""The SeCo losses (method §2.8, §2.10) as pure, vectorised tensor functions.
 
 Every loss is computed in float32 (also under autocast) and returns a 0-dim tensor. When a loss
 has nothing valid to work on (no anchors, no positives, every pixel ignored) it returns exactly
@@ -50,7 +50,7 @@ def _rectify_from_sims(
 def rectify_tags(
     q: torch.Tensor, pool: torch.Tensor, tags: torch.Tensor, pool_tags: torch.Tensor, sigma: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tag rectification (SPEC 2.8). For each anchor i with tag t_i > 0 and at least one positive
+    """Tag rectification (method §2.8). For each anchor i with tag t_i > 0 and at least one positive
     (pool entry with tag t_i): s_ij = q_i . k_j, mu_i = mean_j s_ij over positives; when the
     fraction of positives with s_ij < mu_i exceeds ``sigma``, the tag becomes -1.
     Returns (revised tags, number rectified as a 0-dim long tensor: no host sync)."""
@@ -67,7 +67,7 @@ def lil_loss(
     tau: float = 0.08,
     sigma: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Local-to-local supervised contrast (SPEC 2.9) with optional rectification (SPEC 2.8).
+    """Local-to-local supervised contrast (method §2.10) with optional rectification (method §2.8).
 
     ``q`` (A, D) unit anchors with ``tags`` (A,); ``pool`` (P, D) unit keys with ``pool_tags`` (P,)
     (constants: no gradient flows into the pool). With ``sigma`` set, tags are first rectified
@@ -95,7 +95,7 @@ def lil_loss(
 
 
 def lig_loss(q: torch.Tensor, prototypes: torch.Tensor, tags: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
-    """Local-to-global contrast (SPEC 2.9): for anchors with tag c > 0,
+    """Local-to-global contrast (method §2.10): for anchors with tag c > 0,
     ``-log softmax_k(q_i . P_k / tau)[c]`` over the prototypes of the classes present among ``tags``;
     averaged over those anchors. ``prototypes`` (C, D) are constants (no gradient)."""
     num_classes = prototypes.shape[0]
@@ -197,7 +197,7 @@ def crf_energy_loss(
     max_points: int = 4096,
     block_elems: int = 1 << 22,
 ) -> torch.Tensor:
-    """Dense-CRF energy regulariser (SPEC 2.9, after Tang et al.'s DenseEnergyLoss), pure PyTorch.
+    """Dense-CRF energy regulariser (method §2.10, after Tang et al.'s DenseEnergyLoss), pure PyTorch.
 
     Inputs at full resolution: ``image`` (B, 3, H, W) RGB in 0..255, ``probs`` (B, K, H, W) softmax
     of the decoder, ``roi`` (B, H, W) 1 inside the crop box, ``unlabeled`` (B, H, W) bool where the

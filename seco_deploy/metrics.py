@@ -1,4 +1,4 @@
-"""Segmentation and classification metrics (SPEC 3, "Metrics").
+"""Segmentation and classification metrics (method §3.4).
 
 A streaming confusion matrix over ``K = C + 1`` classes (background 0): ground-truth pixels equal
 to ``ignore_index`` (or outside ``[0, K)``) are skipped; a predicted value outside ``[0, K)`` (e.g.

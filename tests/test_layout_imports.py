@@ -101,3 +101,32 @@ def test_the_rule_checker_sees_lazy_and_relative_imports() -> None:
     source = "def f():\n    from seco_deploy.train import trainer\n    from . import predictor\n"
     found = {name for _, name in _imports_in(source, "seco_deploy.infer.probe", is_package=False)}
     assert found == {"seco_deploy.train", "seco_deploy.infer"}
+
+
+def _readme_layout() -> set[str]:
+    """Paths (``data/synth/scenes.py``, ``runtime/``) named in the README's Layout block."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```", 2)[1]
+    names, stack = set(), []
+    for line in block.splitlines()[2:]:  # after the language line and "seco_deploy/"
+        if not line.strip():
+            continue
+        depth = (len(line) - len(line.lstrip(" "))) // 2 - 1
+        name = line.split()[0]
+        stack = stack[:depth] + [name]
+        names.add("".join(stack))
+    return names
+
+
+def test_readme_layout_matches_the_tree() -> None:
+    tree = set()
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.name not in ("__init__.py", "__main__.py") or rel.parent == Path("."):
+            tree.add(rel.as_posix())
+        for parent in list(rel.parents)[:-1]:
+            tree.add(parent.as_posix() + "/")
+    listed = _readme_layout()
+    assert not tree - listed, f"README's Layout does not name {sorted(tree - listed)}"
+    assert not listed - tree, f"README's Layout names what is not there: {sorted(listed - tree)}"

@@ -1,4 +1,4 @@
-"""`seco eval`: score folders of index-PNG masks against ground truth (SPEC 3, "Metrics")."""
+"""`seco eval`: score folders of index-PNG masks against ground truth (method §3.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training views and the validation transform (SPEC 2 "Data"), numpy/OpenCV, seeded.
+"""Training views and the validation transform (method §2.0), numpy/OpenCV, seeded.
 
 Training (:class:`TrainViews`), for an RGB uint8 image of size (h, w) and crop size S:
 

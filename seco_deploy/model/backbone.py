@@ -1,4 +1,4 @@
-"""The ViT encoder of SeCo (SPEC 1): a timm VisionTransformer that yields ``cls``, ``F`` and ``F_aux``.
+"""The ViT encoder of SeCo (method §1.1): a timm VisionTransformer that yields ``cls``, ``F`` and ``F_aux``.
 
 ``ViTBackbone(name, pretrained=None, aux_layer=-3, **timm_kwargs)`` wraps ``timm.create_model(name)``
 (any VisionTransformer with a class token, e.g. ``vit_base_patch16_224``, ``deit_small_patch16_224``)

@@ -16,7 +16,7 @@ Two implementations with this one contract:
   integer lattice keys, sorting and ``searchsorted``; it runs on the input's device.
 
 Both give the same labels up to the lattice's floating-point differences (checked by the tests
-when both are present). Parameters: :data:`MASK_CRF` are SPEC 3's (10 iterations, Gaussian
+when both are present). Parameters: :data:`MASK_CRF` are method §3.3's (10 iterations, Gaussian
 weight 1 / xy 1, bilateral weight 4 / xy 121 / rgb 5); :data:`LABEL_CRF` are the reference's
 for refining a CAM label map (unary from labels with ``gt_prob`` 0.7, Gaussian 3 / 3, bilateral
 10 / 50 / 5).

@@ -1,4 +1,4 @@
-"""Heads of the SeCo network (SPEC 1): ASPP segmentation decoder and projection head."""
+"""Heads of the SeCo network (method §1.3, §1.4): ASPP segmentation decoder and projection head."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SeCo network (SPEC 1): student encoder and heads, local teacher, prototypes and key queue.
+"""The SeCo network (method §1): student encoder and heads, local teacher, prototypes and key queue.
 
 ``SeCoNet(model_cfg, num_classes)`` with ``num_classes = C`` foreground classes (masks and
 ``seg_logits`` have C + 1 channels, background first).
@@ -32,7 +32,7 @@ Calls
   ``param_groups(train_cfg)``: AdamW groups ``encoder``, ``encoder_norm`` (lr), ``heads``,
     ``decoder`` (lr * head_lr_mult); each dict carries ``name`` and ``lr_mult``.
   ``momentum_update()``, ``teacher_keys(...)``, ``update_prototypes(...)``, ``enqueue(...)``:
-    the no-gradient state updates of SPEC 2 steps 6-7 (gathered across ranks under DDP).
+    the no-gradient state updates of method §2.6-§2.7 (gathered across ranks under DDP).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def prototype_ema(
     momentum: float,
     mode: str = "ema",
 ) -> torch.Tensor:
-    """New prototypes after the global teacher's update (SPEC 2.6). Pure; returns a new tensor.
+    """New prototypes after the global teacher's update (method §2.6). Pure; returns a new tensor.
 
     ``rows`` (N,) holds each feature's prototype row (class c -> row c - 1) or -1 to skip it.
 
@@ -219,7 +219,7 @@ class SeCoNet(nn.Module):
     def forward_infer(self, images: torch.Tensor, with_cam: bool = False) -> dict[str, torch.Tensor]:
         """Deployment outputs only: ``seg_logits`` (N, C+1, h, w); with ``with_cam`` also ``cams``
         (N, C, h, w: the raw class maps of :meth:`cam_maps`, not normalised; the ReLU comes after
-        upsampling and flip fusion, SPEC 2.1) and ``cls_logits`` (N, C). No data-dependent control flow."""
+        upsampling and flip fusion, method §2.2) and ``cls_logits`` (N, C). No data-dependent control flow."""
         _, feats, _ = self.encoder(images)
         out = {"seg_logits": self.decoder(feats)}
         if with_cam:
@@ -295,7 +295,7 @@ class SeCoNet(nn.Module):
 
     @torch.no_grad()
     def update_prototypes(self, cls_tokens: torch.Tensor, image_labels: torch.Tensor) -> torch.Tensor:
-        """Global teacher update (SPEC 2.6) from images with exactly one class, gathered over ranks.
+        """Global teacher update (method §2.6) from images with exactly one class, gathered over ranks.
 
         Returns the number of (global) images used, as a 0-dim tensor (no host sync).
         """

@@ -1,4 +1,4 @@
-"""PAR, pixel-adaptive refinement (SPEC 2.2; from ToCo): affinity propagation of class maps.
+"""PAR, pixel-adaptive refinement (method §2.9; from ToCo): affinity propagation of class maps.
 
 For every pixel i and its 8 neighbours j at each dilation d (replicate padding at the border):
 

@@ -7,7 +7,7 @@ Modules (import what you need; this package imports nothing heavy by itself):
   ``distributed``  torchrun environment, device choice, Gloo/NCCL process group, ``--nproc`` launch
   ``runlog``       ``RUN/metrics.jsonl``, TensorBoard, progress bar, peak memory
   ``validate``     CAM / aux-CAM / decoder mIoU and classification F1 on the validation split
-  ``step``         one SPEC 2 iteration's forward and losses (``TrainingStep``)
+  ``step``         one iteration's forward and losses, method §2 (``TrainingStep``)
   ``trainer``      ``train(cfg, run_dir, resume)`` and ``Trainer``
 
 ``train``, ``Trainer`` and ``TrainResult`` are re-exported lazily from ``trainer``.

@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up, then polynomial decay (SPEC 2.10).
+"""Learning-rate schedule: linear warm-up, then polynomial decay (method §2.11).
 
 With ``s`` the number of optimiser steps already taken (0 for the first iteration), ``W`` the
 warm-up length, ``r`` the warm-up ratio, ``T`` the total iterations and ``p`` the power, every

@@ -1,6 +1,6 @@
 """The training loop: data, optimiser, schedule, AMP, DDP, validation, checkpoints, logging.
 
-``train(cfg, run_dir, resume=False)`` runs SPEC 2 for ``cfg.train.iters`` iterations (one
+``train(cfg, run_dir, resume=False)`` runs method §2 for ``cfg.train.iters`` iterations (one
 process, or every rank of a torchrun job). What one iteration computes (views, CAMs, pseudo
 labels, decomposition, teacher and prototype updates, the losses and their schedule) is
 :class:`seco_deploy.train.step.TrainingStep`; this module calls it once per iteration (with the

@@ -4,7 +4,7 @@ For each validation image (resized to the training crop size S, as the reference
 
 - ``miou_cam``:     multi-scale flip CAMs (``model.cam_scales``), upsampled to the mask size,
                     :func:`~seco_deploy.cam.cam_to_label` with the image's true tags and
-                    ``infer.bkg_thre`` (the CAM pseudo-label product, SPEC 3);
+                    ``infer.bkg_thre`` (the CAM pseudo-label product, method §3.1; validation is §3.5);
 - ``miou_cam_aux``: the same from the auxiliary CAMs;
 - ``miou_seg``:     argmax of the decoder's logits upsampled to the mask size (single scale);
 - ``cls_f1``:       mean over images of the F1 of ``cls_logits > 0`` against the true tags.
