@@ -154,7 +154,8 @@ def roi_mask(cam: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor | No
 def ptc_label(cam_aux: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor | None, size: tuple[int, int],
               high_thre: float, low_thre: float) -> torch.Tensor:
     """Aux-CAM label at feature resolution for the PTC loss: CAMs resized bilinearly to ``size``,
-    thresholded as the ROI mask (method §2.3) with uncertain -> 255 (PTC target, method §2.10); the box is resized too."""
+    thresholded as the ROI mask (method §2.3) with uncertain -> 255 (PTC target, method §2.10); the box is
+    resized too."""
     small = F.interpolate(cam_aux, size=size, mode="bilinear", align_corners=False)
     inside = feature_box_mask(img_box, cam_aux.shape[0], size, tuple(cam_aux.shape[-2:]), cam_aux.device)
     return cam_to_three_way(small, labels, high_thre, low_thre, uncertain=IGNORE, box_inside=inside)

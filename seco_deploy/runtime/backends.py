@@ -191,6 +191,23 @@ class Backend(abc.ABC):
         self.close()
 
 
+class RunnerBackend(Backend):
+    """A :class:`Backend` over a runner whose ``run(images)`` returns the graph's outputs by name
+    (ONNX Runtime, TensorRT): subclasses set ``runner``, ``info``, ``device``, ``name`` (for errors)
+    and ``cam_hint`` (how to get a file with the CAM head)."""
+
+    runner: Any
+    name: str = "model"
+    cam_hint: str = "export with `seco export CHECKPOINT --heads seg,cam`"
+
+    def __call__(self, images: torch.Tensor, with_cam: bool = False) -> dict[str, torch.Tensor]:
+        if self.runner is None:
+            raise BackendError(f"the {self.name} backend for {self.info.source} was closed")
+        if with_cam and not self.info.has_cam:
+            raise BackendError(f"{self.info.source} has no CAM head; {self.cam_hint} for pseudo-label mode")
+        return backend_outputs(self.runner.run(images), ("seg", "cam") if with_cam else ("seg",))
+
+
 class TorchBackend(Backend):
     """A ``seco train`` checkpoint run with PyTorch (``SeCoNet.forward_infer``), optional autocast."""
 

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from seco_deploy.runtime.backends import Backend, model_info_from_card
-from seco_deploy.runtime.card import INPUT_NAME, ModelCard, backend_outputs
+from seco_deploy.runtime.backends import RunnerBackend, model_info_from_card
+from seco_deploy.runtime.card import INPUT_NAME, ModelCard
 from seco_deploy.runtime.device import available_cpus
 from seco_deploy.runtime.errors import BackendError, MissingRuntimeError
 
@@ -173,12 +173,15 @@ class OnnxRunner:
         return outs
 
 
-class OnnxBackend(Backend):
+class OnnxBackend(RunnerBackend):
     """The :class:`~seco_deploy.runtime.backends.Backend` over an exported ``.onnx`` (ONNX Runtime).
 
     ``amp`` is ignored (the file fixes the precision; an fp16 export runs in fp16) with a
     warning when it is not ``off``. ``threads`` and ``opt_level`` tune the CPU session.
     """
+
+    name = "ONNX"
+    cam_hint = "re-export with `seco export CHECKPOINT --heads seg,cam`"
 
     def __init__(
         self,
@@ -195,16 +198,6 @@ class OnnxBackend(Backend):
         self.device = self.runner.device
         self.info = model_info_from_card(self.runner.card, str(path))
         self.info.extra["providers"] = list(self.runner.providers)
-
-    def __call__(self, images: torch.Tensor, with_cam: bool = False) -> dict[str, torch.Tensor]:
-        if self.runner is None:
-            raise BackendError(f"the ONNX backend for {self.info.source} was closed")
-        if with_cam and not self.info.has_cam:
-            raise BackendError(
-                f"{self.info.source} was exported without the CAM head; re-export with "
-                "`seco export CHECKPOINT --heads seg,cam` for pseudo-label mode"
-            )
-        return backend_outputs(self.runner.run(images), ("seg", "cam") if with_cam else ("seg",))
 
     def close(self) -> None:
         self.runner = None

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from seco_deploy.runtime.backends import Backend, model_info_from_card
-from seco_deploy.runtime.card import INPUT_NAME, CardError, ModelCard, backend_outputs
+from seco_deploy.runtime.backends import RunnerBackend, model_info_from_card
+from seco_deploy.runtime.card import INPUT_NAME, CardError, ModelCard
 from seco_deploy.runtime.device import require_cuda, require_tensorrt
 from seco_deploy.runtime.engine_file import ProfileShapes, read_engine_file
 from seco_deploy.runtime.errors import BackendError
@@ -107,13 +107,16 @@ class TensorRTRunner:
         return {name: out.float() for name, out in outs.items()}
 
 
-class TensorRTBackend(Backend):
+class TensorRTBackend(RunnerBackend):
     """The :class:`~seco_deploy.runtime.backends.Backend` over a ``seco export --format trt`` engine.
 
     ``device``: ``auto``/``cuda``/``cuda:N`` (``cpu`` is refused: TensorRT needs a GPU).
     ``amp`` is ignored (the engine fixes the precision) with a warning when it is not ``off``.
     ``info.max_batch`` is the profile's max batch; ``info.extra["profile"]`` its min/opt/max.
     """
+
+    name = "TensorRT"
+    cam_hint = "rebuild with `seco export CHECKPOINT --format trt --heads seg,cam`"
 
     def __init__(self, path: str | Path, device: str = "auto", amp: str = "off") -> None:
         spec = (device or "auto").strip().lower()
@@ -126,16 +129,6 @@ class TensorRTBackend(Backend):
         self.device = self.runner.device
         self.info = model_info_from_card(self.runner.card, str(path), max_batch=self.runner.profile.max[0])
         self.info.extra["profile"] = self.runner.profile.as_dict()
-
-    def __call__(self, images: torch.Tensor, with_cam: bool = False) -> dict[str, torch.Tensor]:
-        if self.runner is None:
-            raise BackendError(f"the TensorRT backend for {self.info.source} was closed")
-        if with_cam and not self.info.has_cam:
-            raise BackendError(
-                f"{self.info.source} was built without the CAM head; rebuild with "
-                "`seco export CHECKPOINT --format trt --heads seg,cam` for pseudo-label mode"
-            )
-        return backend_outputs(self.runner.run(images), ("seg", "cam") if with_cam else ("seg",))
 
     def close(self) -> None:
         if self.runner is not None:
