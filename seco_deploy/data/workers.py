@@ -3,7 +3,9 @@
 :func:`worker_init_fn` is the ``worker_init_fn`` of every DataLoader with workers in this package
 (training batches, prediction decoding):
 
-- one OpenCV and one torch thread per worker (the workers run beside the model's threads);
+- one OpenCV thread per worker (the workers run beside the model's threads; torch already runs
+  one thread in a worker); only in workers started fresh (``spawn``): in a worker forked from a
+  process whose OpenCV thread pool has run, touching that pool can hang the worker;
 - :func:`short_temp_dir`: a worker sends tensors to the main process as shared-memory file
   descriptors, and Python passes those through a Unix socket created in the temporary folder
   (``TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX``). A socket path holds at most 107 bytes, so under a
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+
+_IMPORTED_IN = os.getpid()  # a forked worker inherits this module: then its pid differs
 
 __all__ = ["SHORT_TEMP_DIRS", "SOCKET_PATH_MAX", "short_temp_dir", "worker_init_fn"]
 
@@ -37,10 +41,9 @@ def short_temp_dir(current: str | None = None) -> str:
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV and one torch thread, a socket-safe temp folder."""
-    import cv2
-    import torch
-
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    """DataLoader ``worker_init_fn``: a socket-safe temp folder; one OpenCV thread when spawned."""
     tempfile.tempdir = short_temp_dir()
+    if os.getpid() == _IMPORTED_IN:  # started fresh, not forked
+        import cv2
+
+        cv2.setNumThreads(1)
