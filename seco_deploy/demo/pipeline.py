@@ -118,7 +118,7 @@ def measure_sec_per_iter(cfg: Config, iteration: int | None = None, repeats: int
     from seco_deploy.data.datasets import open_dataset
     from seco_deploy.data.transforms import TrainDataset
     from seco_deploy.runtime.checkpoint import build_network
-    from seco_deploy.train.iteration import Iteration
+    from seco_deploy.train.iteration import Iteration, resolve_amp
     from seco_deploy.train.schedule import WarmupPolySchedule, build_optimizer
     from seco_deploy.train.step import TrainingStep
 
@@ -131,7 +131,7 @@ def measure_sec_per_iter(cfg: Config, iteration: int | None = None, repeats: int
              for k in ("image", "global_view", "local_view", "img_box", "tags")}
     run = Iteration(TrainingStep(net, cfg.model, cfg.train, cfg.data),
                     build_optimizer(net.param_groups(cfg.train), cfg.train), WarmupPolySchedule.from_config(cfg.train),
-                    amp_dtype=torch.bfloat16 if cfg.train.amp == "bf16" else None)
+                    amp_dtype=resolve_amp(cfg.train.amp, torch.device("cpu")))
     generator = torch.Generator().manual_seed(cfg.train.seed)
     if iteration is None:
         iteration = max(cfg.train.seg_start, cfg.train.contrast_start, cfg.train.cam2mask) + 1

@@ -26,11 +26,33 @@ from typing import Any
 
 import torch
 
+from seco_deploy.config import ConfigError
+from seco_deploy.runtime.device import bf16_is_fast
+from seco_deploy.runtime.errors import MissingRuntimeError
 from seco_deploy.train.distributed import DistContext, all_reduce_
 from seco_deploy.train.schedule import WarmupPolySchedule
 from seco_deploy.train.step import StepResult, unwrap
 
-__all__ = ["Iteration", "IterationOutcome"]
+__all__ = ["Iteration", "IterationOutcome", "resolve_amp"]
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """``train.amp`` on ``device`` -> the autocast dtype (None: fp32). ``auto`` is bf16 where the
+    device computes it natively (:func:`seco_deploy.runtime.device.bf16_is_fast`), else fp32;
+    ``fp16`` needs a CUDA GPU (it uses a grad scaler)."""
+    if amp == "auto":
+        return torch.bfloat16 if bf16_is_fast(device) else None
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("'train.amp' = bf16, but this GPU has no bf16 support; use --amp fp16 or --amp off")
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise MissingRuntimeError("--amp fp16 needs a CUDA GPU (it uses a grad scaler); on CPU use --amp bf16")
+        return torch.float16
+    raise ConfigError(f"'train.amp' = {amp!r}; choose one of off, bf16, fp16, auto")
 
 
 @dataclass

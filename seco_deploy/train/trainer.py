@@ -39,9 +39,9 @@ from seco_deploy.config import Config, ConfigError
 from seco_deploy.console import Console
 from seco_deploy.data.io import atomic_write_text
 from seco_deploy.runtime.checkpoint import CheckpointError, build_network, config_from_checkpoint, load_checkpoint
-from seco_deploy.runtime.errors import MissingRuntimeError
 from seco_deploy.train.checkpoint import capture_rng_state, check_compatible, restore_rng_state, save_checkpoint
 from seco_deploy.train.distributed import DistContext, all_reduce_, barrier, cleanup_distributed, init_distributed
+from seco_deploy.train.iteration import Iteration, resolve_amp
 from seco_deploy.train.loader import InfiniteBatches
 from seco_deploy.train.runlog import MetricsLog, ProgressBar, peak_memory_mb
 from seco_deploy.train.schedule import WarmupPolySchedule, build_optimizer
@@ -93,7 +93,6 @@ class Trainer:
     ) -> None:
         from seco_deploy.data.datasets import DatasetError, open_dataset
         from seco_deploy.data.transforms import TrainDataset
-        from seco_deploy.train.iteration import Iteration
         from seco_deploy.train.step import TrainingStep
 
         torch.set_flush_denormal(True)
@@ -103,7 +102,7 @@ class Trainer:
         if tc.best_metric not in BEST_METRICS:
             raise ConfigError(f"'train.best_metric' = {tc.best_metric!r}; choose one of {', '.join(BEST_METRICS)}")
         self.device = ctx.device
-        self.amp_dtype = self._amp_dtype(tc.amp, self.device)
+        self.amp_dtype = resolve_amp(tc.amp, self.device)
 
         # ---- data
         if not cfg.data.root:
@@ -202,20 +201,6 @@ class Trainer:
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,))) + 1000 * self.ctx.rank)
 
     # ------------------------------------------------------------------ setup helpers
-    @staticmethod
-    def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-        if amp == "off":
-            return None
-        if amp == "bf16":
-            if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-                raise TrainingSetupError("this GPU has no bf16 support; use --amp fp16 or --amp off")
-            return torch.bfloat16
-        if amp == "fp16":
-            if device.type != "cuda":
-                raise MissingRuntimeError("--amp fp16 needs a CUDA GPU (it uses a grad scaler); on CPU use --amp bf16")
-            return torch.float16
-        raise ConfigError(f"'train.amp' = {amp!r}; choose one of off, bf16, fp16")
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
