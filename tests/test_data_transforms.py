@@ -177,3 +177,20 @@ def test_eval_transform_and_dataset(tmp_path: Path) -> None:
     batch = eval_collate([ds[0], ds[1]])
     assert batch["image"].shape == (2, 3, 48, 48) and batch["tags"].shape == (2, 20)
     assert [m.shape for m in batch["mask"]] == [(24, 32), (24, 32)] and batch["size"] == [(24, 32), (24, 32)]
+
+
+def test_context_mask_is_cut_like_the_mask_and_costs_no_draws() -> None:
+    rng_image = np.random.default_rng(3)
+    image = rng_image.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    mask = rng_image.integers(0, 4, (40, 56), dtype=np.uint8)
+    context = ((mask == 2) * 1 + (mask == 3) * 2).astype(np.uint8)  # a function of the mask, pixel by pixel
+    views = TrainViews(DataConfig(crop_size=32))
+    plain = views(image, mask, np.random.default_rng(7))
+    both = views(image, mask, np.random.default_rng(7), context)
+    for key in ("image", "global_view", "local_view", "img_box", "mask"):
+        assert np.array_equal(plain[key], both[key]), key
+    inside = both["mask"] != 255
+    expected = ((both["mask"] == 2) * 1 + (both["mask"] == 3) * 2).astype(np.uint8)
+    assert np.array_equal(both["context"][inside], expected[inside])
+    assert (both["context"][~inside] == 255).all()
+    assert (plain["context"][inside] == 0).all()

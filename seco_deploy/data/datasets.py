@@ -2,7 +2,8 @@
 
 Every reader returns a :class:`SegDataset`: ``classes`` (background first, so there are
 ``C = len(classes) - 1`` foreground classes), ``names``, ``len()``, ``has_masks`` and
-``ds[i] -> Sample(name, image uint8 (H, W, 3), tags float32 (C,), mask uint8 (H, W) | None)``.
+``ds[i] -> Sample(name, image uint8 (H, W, 3), tags float32 (C,), mask uint8 (H, W) | None,
+context uint8 (H, W) | None)``.
 Tag ``c - 1`` of the multi-hot vector is class index ``c`` of the masks.
 
 Layouts (``open_dataset(root, split, format="auto")`` tells them apart):
@@ -13,6 +14,7 @@ Layouts (``open_dataset(root, split, format="auto")`` tells them apart):
     ROOT/SegmentationClassAug/NAME.png            or SegmentationClass/ (palette or gray PNG)
     ROOT/ImageSets/Segmentation/<split>.txt       one NAME a line
     ROOT/Annotations/NAME.xml                     optional, VOC object annotations
+    ROOT/ContextMasks/NAME.png                    optional, context index per pixel (seco data synth)
     ROOT/tags.csv, ROOT/classes.txt               optional
 
   Tags come from ``tags.csv`` when it exists, else from the image's mask (the classes present
@@ -101,6 +103,7 @@ class Sample:
     image: np.ndarray  # uint8 (H, W, 3) RGB
     tags: np.ndarray  # float32 (C,)
     mask: np.ndarray | None  # uint8 (H, W) class indices, 255 = ignore; None when there is none
+    context: np.ndarray | None = None  # uint8 (H, W) context index (0 = none), where the set labels contexts
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class _Record:
     mask: Path | None
     xml: Path | None
     tags: np.ndarray | None  # from tags.csv
+    context: Path | None = None  # ContextMasks/NAME.png
 
 
 class SegDataset:
@@ -210,7 +214,10 @@ class SegDataset:
                 f"mask {record.mask} is {mask.shape[1]}x{mask.shape[0]} but image {record.image} is "
                 f"{image.shape[1]}x{image.shape[0]}; they must have the same size"
             )
-        return Sample(name=record.name, image=image, tags=self.tags(i, mask), mask=mask)
+        context = read_mask(record.context, max_pixels=self.max_pixels) if record.context is not None else None
+        if context is not None and context.shape != image.shape[:2]:
+            raise DatasetError(f"context mask {record.context} does not have the size of image {record.image}")
+        return Sample(name=record.name, image=image, tags=self.tags(i, mask), mask=mask, context=context)
 
 
 # ---------------------------------------------------------------------------- tag sources
@@ -400,6 +407,8 @@ def _open_voc(root: Path, split: str, max_pixels: int) -> SegDataset:
     xml_dir = root / "Annotations"
     xmls = _index_files(xml_dir, ".xml")
     csv_tags = _csv_tags_for(root, classes, names, split)
+    context_dir = root / "ContextMasks"
+    contexts = _index_files(context_dir if context_dir.is_dir() else None, ".png")
     records = []
     no_source = []
     for name in names:
@@ -408,7 +417,8 @@ def _open_voc(root: Path, split: str, max_pixels: int) -> SegDataset:
         tags = csv_tags[name] if csv_tags is not None else None
         if tags is None and mask is None and xml is None:
             no_source.append(name)
-        records.append(_Record(name, images[name], mask, xml, tags))
+        records.append(_Record(name, images[name], mask, xml, tags, context_dir / f"{name}.png" if name in contexts
+                               else None))
     if no_source:
         raise _missing_error(
             "images have no tag source (no tags.csv, mask or Annotations XML); they are", no_source, root

@@ -28,6 +28,7 @@ kept at the original size for scoring.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -59,6 +60,53 @@ _IDENTITY = np.arange(256, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------- geometry
+@dataclass(frozen=True)
+class CropGeometry:
+    """Where the main crop comes from: the inverse affine map of crop pixels to source pixels and
+    ``box`` (y0, y1, x0, x1), the crop pixels that show the image (outside it: padding)."""
+
+    matrix: np.ndarray  # float64 (2, 3), for cv2.warpAffine with WARP_INVERSE_MAP
+    box: np.ndarray  # int64 (4,)
+    size: int
+
+    def warp(self, array: np.ndarray, nearest: bool, fill: int) -> np.ndarray:
+        """``array`` (H, W[, 3]) cut to the crop (bilinear, or nearest for masks); ``fill`` outside the box."""
+        flags = (cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+        out = cv2.warpAffine(array, self.matrix, (self.size, self.size), flags=flags,
+                             borderMode=cv2.BORDER_REPLICATE)
+        y0, y1, x0, x1 = (int(v) for v in self.box)
+        outside = np.ones((self.size, self.size), dtype=bool)
+        outside[y0:y1, x0:x1] = False
+        out[outside] = fill
+        return out
+
+
+def crop_geometry(h: int, w: int, crop_size: int, scale_range: tuple[float, float],
+                  rng: np.random.Generator) -> CropGeometry:
+    """Draw the main crop of an (h, w) image: rescale, flip, pad and crop (see the module doc)."""
+    size = int(crop_size)
+    ratio = float(rng.uniform(scale_range[0], scale_range[1]))
+    hs, ws = max(1, int(h * ratio)), max(1, int(w * ratio))
+    flip = bool(rng.random() < 0.5)
+    big_h, big_w = max(size, hs), max(size, ws)
+    pad_y = int(rng.integers(0, big_h - hs + 1))
+    pad_x = int(rng.integers(0, big_w - ws + 1))
+    start_y = int(rng.integers(0, big_h - size + 1))
+    start_x = int(rng.integers(0, big_w - size + 1))
+    y0, y1 = max(pad_y - start_y, 0), min(size, pad_y + hs - start_y)
+    x0, x1 = max(pad_x - start_x, 0), min(size, pad_x + ws - start_x)
+    box = np.array([y0, y1, x0, x1], dtype=np.int64)
+    # Crop pixel (u, v) shows scaled pixel (u + start_x - pad_x, v + start_y - pad_y), flipped
+    # in x when ``flip``; a scaled pixel xs shows source position (xs + 0.5) * w / ws - 0.5.
+    sx, sy = w / ws, h / hs
+    if flip:
+        ax, bx = -sx, (ws - 0.5 - start_x + pad_x) * sx - 0.5
+    else:
+        ax, bx = sx, (start_x - pad_x + 0.5) * sx - 0.5
+    ay, by = sy, (start_y - pad_y + 0.5) * sy - 0.5
+    return CropGeometry(np.array([[ax, 0.0, bx], [0.0, ay, by]], dtype=np.float64), box, size)
+
+
 def main_crop(
     image: np.ndarray,
     mask: np.ndarray | None,
@@ -72,41 +120,10 @@ def main_crop(
     Returns ``(crop uint8 (S, S, 3), mask crop uint8 (S, S) or None, img_box int64 (4,))``;
     outside ``img_box`` the crop is 0 and the mask is ``ignore_index``.
     """
-    h, w = image.shape[:2]
-    size = int(crop_size)
-    ratio = float(rng.uniform(scale_range[0], scale_range[1]))
-    hs, ws = max(1, int(h * ratio)), max(1, int(w * ratio))
-    flip = bool(rng.random() < 0.5)
-    big_h, big_w = max(size, hs), max(size, ws)
-    pad_y = int(rng.integers(0, big_h - hs + 1))
-    pad_x = int(rng.integers(0, big_w - ws + 1))
-    start_y = int(rng.integers(0, big_h - size + 1))
-    start_x = int(rng.integers(0, big_w - size + 1))
-    y0, y1 = max(pad_y - start_y, 0), min(size, pad_y + hs - start_y)
-    x0, x1 = max(pad_x - start_x, 0), min(size, pad_x + ws - start_x)
-    box = np.array([y0, y1, x0, x1], dtype=np.int64)
-
-    # Crop pixel (u, v) shows scaled pixel (u + start_x - pad_x, v + start_y - pad_y), flipped
-    # in x when ``flip``; a scaled pixel xs shows source position (xs + 0.5) * w / ws - 0.5.
-    sx, sy = w / ws, h / hs
-    if flip:
-        ax, bx = -sx, (ws - 0.5 - start_x + pad_x) * sx - 0.5
-    else:
-        ax, bx = sx, (start_x - pad_x + 0.5) * sx - 0.5
-    ay, by = sy, (start_y - pad_y + 0.5) * sy - 0.5
-    matrix = np.array([[ax, 0.0, bx], [0.0, ay, by]], dtype=np.float64)
-    flags = cv2.WARP_INVERSE_MAP
-    crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR | flags, borderMode=cv2.BORDER_REPLICATE)
-    outside = np.ones((size, size), dtype=bool)
-    outside[y0:y1, x0:x1] = False
-    crop[outside] = 0
-    mask_crop = None
-    if mask is not None:
-        mask_crop = cv2.warpAffine(
-            mask, matrix, (size, size), flags=cv2.INTER_NEAREST | flags, borderMode=cv2.BORDER_REPLICATE
-        )
-        mask_crop[outside] = ignore_index
-    return crop, mask_crop, box
+    geometry = crop_geometry(image.shape[0], image.shape[1], crop_size, scale_range, rng)
+    crop = geometry.warp(image, nearest=False, fill=0)
+    mask_crop = geometry.warp(mask, nearest=True, fill=ignore_index) if mask is not None else None
+    return crop, mask_crop, geometry.box
 
 
 def random_resized_crop_box(
@@ -238,7 +255,10 @@ class TrainViews:
 
     Keys: ``image``, ``global_view``, ``local_view`` float32 (3, S, S); ``img_box`` int64 (4,)
     ``(y0, y1, x0, x1)``; ``mask`` uint8 (S, S), 255 outside the box and everywhere when the
-    image has no mask (for checks only, never for training losses).
+    image has no mask; ``context`` uint8 (S, S), the context mask cut the same way (0 where the
+    set labels no context, 255 outside the box). Masks are for measuring (the training chain's
+    figures), never for training losses; they cost no random draws, so views are the same with
+    or without them.
     """
 
     def __init__(self, data_cfg: DataConfig) -> None:
@@ -262,22 +282,29 @@ class TrainViews:
         """The strong local view of the main crop as uint8 (S, S, 3), same geometry."""
         return _strong_colour(crop, rng, p_blur=0.5, p_solarize=0.0)
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator,
+                 context: np.ndarray | None = None) -> dict[str, np.ndarray]:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"TrainViews expects an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
         if mask is not None and mask.shape != image.shape[:2]:
             raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape[:2]}")
-        crop, mask_crop, box = main_crop(image, mask, self.crop_size, self.scale_range, rng, self.ignore_index)
+        if context is not None and context.shape != image.shape[:2]:
+            raise ValueError(f"context shape {context.shape} does not match image shape {image.shape[:2]}")
+        geometry = crop_geometry(image.shape[0], image.shape[1], self.crop_size, self.scale_range, rng)
+        crop = geometry.warp(image, nearest=False, fill=0)
         local = self.local_view(crop, rng)
         global_ = self.global_view(image, rng)
-        if mask_crop is None:
-            mask_crop = np.full((self.crop_size, self.crop_size), self.ignore_index, dtype=np.uint8)
+        empty = np.full(image.shape[:2], self.ignore_index, dtype=np.uint8)
+        mask_crop = geometry.warp(mask if mask is not None else empty, nearest=True, fill=self.ignore_index)
+        context_crop = geometry.warp(context if context is not None else np.zeros_like(empty), nearest=True,
+                                     fill=self.ignore_index)
         return {
             "image": normalize(crop, self.mean, self.std),
             "global_view": normalize(global_, self.mean, self.std),
             "local_view": normalize(local, self.mean, self.std),
-            "img_box": box,
+            "img_box": geometry.box,
             "mask": mask_crop,
+            "context": context_crop,
         }
 
 
@@ -290,7 +317,7 @@ class TrainDataset(Dataset):
     """Torch dataset of training views: ``ds[i]`` (or ``ds[(epoch, i)]``) -> dict.
 
     Values: ``image``, ``global_view``, ``local_view`` float32 (3, S, S), ``img_box`` int64
-    (4,), ``mask`` uint8 (S, S), ``tags`` float32 (C,) tensors and ``name`` str. The random
+    (4,), ``mask`` and ``context`` uint8 (S, S), ``tags`` float32 (C,) tensors and ``name`` str. The random
     draws of item i come from :func:`item_rng` ``(seed, epoch, i)``; call :meth:`set_epoch`
     before iterating a new epoch (DataLoader workers copy the dataset when the iterator starts,
     so use ``persistent_workers=False``, or index with ``(epoch, i)`` pairs from a sampler).
@@ -311,7 +338,7 @@ class TrainDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         epoch, index = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (self.epoch, int(key))
         sample = self.dataset[index]
-        views = self.views(sample.image, sample.mask, item_rng(self.seed, epoch, index))
+        views = self.views(sample.image, sample.mask, item_rng(self.seed, epoch, index), sample.context)
         out: dict[str, Any] = {key_: torch.from_numpy(value) for key_, value in views.items()}
         out["tags"] = torch.from_numpy(sample.tags.astype(np.float32))
         out["name"] = sample.name
