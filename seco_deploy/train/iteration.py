@@ -59,13 +59,14 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
 class IterationOutcome:
     """``terms`` float32 0-dim tensors (detached, this rank's); ``stats`` of the step; ``nonfinite``
     the names of the non-finite terms (empty when the step was applied); ``stop`` whether any rank
-    asked to stop; ``lr`` the base learning rate used."""
+    asked to stop; ``lr`` the base learning rate used; ``probe`` the step's (StepResult.probe)."""
 
     terms: dict[str, torch.Tensor]
     stats: dict[str, torch.Tensor]
     lr: float
     nonfinite: list[str] = field(default_factory=list)
     stop: bool = False
+    probe: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def applied(self) -> bool:
@@ -131,7 +132,7 @@ class Iteration:
             else:
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return IterationOutcome(terms, out.stats, lr, nonfinite, bool(flags[-1]))
+        return IterationOutcome(terms, out.stats, lr, nonfinite, bool(flags[-1]), out.probe)
 
     def _reduce_device(self) -> torch.device:
         return self.ctx.device if (self.ctx.distributed and self.ctx.device.type == "cuda") else torch.device("cpu")

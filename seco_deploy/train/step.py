@@ -53,11 +53,16 @@ class StepResult:
     """``loss``: the scheduled total (call ``backward`` on it); ``terms``: detached 0-dim tensors
     named as :data:`TERMS` (0 when not computed); ``stats``: ``rectified`` (anchors whose tag was
     rectified), ``anchors`` (anchors with a tag != -1 after rectification), ``prototype_images``
-    (images used for the prototype update), all 0-dim tensors (call ``.item()`` only when logging)."""
+    (images used for the prototype update), all 0-dim tensors (call ``.item()`` only when logging);
+    ``probe``: what the step decided, for measuring the chain (:mod:`seco_deploy.train.chain`),
+    no gradient: ``cam`` (B, C, S, S) the normalised CAMs, and when the contrast branch ran ``roi``
+    (B, S, S), ``crop_y0`` / ``crop_x0`` / ``crop_tags`` (B, n) (tags before rectification) and
+    ``anchor_tags`` (B, 2 + n) after it."""
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    probe: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class TrainingStep(nn.Module):
@@ -118,6 +123,7 @@ class TrainingStep(nn.Module):
         # §2.2 multi-scale flip CAMs, no gradient; scale 1 reuses the student's class maps.
         known = net.cam_maps(out["F"].detach(), out["F_aux"].detach())
         cam, cam_aux = camlib.multi_scale_cams(net, image, mcfg.cam_scales, known_scale1=known)
+        probe = {"cam": cam}
 
         # §2.3 ROI mask; §2.4 decomposition into local crops, crop tags and global-view tags.
         dec = None
@@ -134,6 +140,9 @@ class TrainingStep(nn.Module):
             if dec is not None:
                 tags = torch.cat([tags, dec["tags"]], dim=1)
             tags = tags.reshape(-1)
+            probe["roi"] = roi
+            if dec is not None:
+                probe.update(crop_y0=dec["y0"], crop_x0=dec["x0"], crop_tags=dec["tags"])
 
             # §2.5 anchors: the student's class tokens of the views and crops, projected.
             q = net.anchors(out["view_cls"], dec["student"] if dec is not None else None)
@@ -161,6 +170,7 @@ class TrainingStep(nn.Module):
             if mcfg.use_lig:
                 terms["lig"] = losses.lig_loss(q, net.prototypes, tags, mcfg.tau_global)
             stats["anchors"] = (tags != -1).sum()
+            probe["anchor_tags"] = tags.detach().view(b, -1)
 
         # §2.9 decoder pseudo label (two background levels, PAR), once the seg term is on.
         seg_on = self.seg_on(iteration)
@@ -193,7 +203,7 @@ class TrainingStep(nn.Module):
         if seg_on:
             total = total + tcfg.w_seg * terms["seg"] + tcfg.w_reg * terms["reg"]
         terms["total"] = total
-        return StepResult(total, {k: terms[k].detach() for k in TERMS}, stats)
+        return StepResult(total, {k: terms[k].detach() for k in TERMS}, stats, probe)
 
 
 def unwrap(module: nn.Module) -> TrainingStep:

@@ -38,7 +38,9 @@ from seco_deploy import __version__
 from seco_deploy.config import Config, ConfigError
 from seco_deploy.console import Console
 from seco_deploy.data.io import atomic_write_text
+from seco_deploy.data.synth import load_synth_info
 from seco_deploy.runtime.checkpoint import CheckpointError, build_network, config_from_checkpoint, load_checkpoint
+from seco_deploy.train.chain import ChainSpec, chain_counts, chain_figures
 from seco_deploy.train.checkpoint import capture_rng_state, check_compatible, restore_rng_state, save_checkpoint
 from seco_deploy.train.distributed import DistContext, all_reduce_, barrier, cleanup_distributed, init_distributed
 from seco_deploy.train.iteration import Iteration, resolve_amp
@@ -182,6 +184,7 @@ class Trainer:
             )
         except ValueError as exc:
             raise TrainingSetupError(str(exc)) from exc
+        self.chain_spec = self._chain_spec()
         self.log: MetricsLog | None = None
         self._stop_signal = 0
         if ckpt is not None:
@@ -279,6 +282,7 @@ class Trainer:
                 old_handlers[sig] = signal.signal(sig, self._on_signal)
         window: dict[str, float] = {}
         window_iters, window_time, window_rectified = 0, 0.0, 0.0
+        window_chain: dict[str, torch.Tensor] = {}
         nonfinite_run = 0
         start_time = time.monotonic()
         stop_reason = "done"
@@ -311,6 +315,9 @@ class Trainer:
                         for k, v in outcome.terms.items():
                             window[k] = window.get(k, 0.0) + float(v)
                         window_rectified += float(outcome.stats.get("rectified", 0))
+                        if self.chain_spec is not None:
+                            for k, v in chain_counts(self.chain_spec, batch, outcome.probe).items():
+                                window_chain[k] = window_chain[k] + v.cpu() if k in window_chain else v.cpu()
                         window_iters += 1
                     self.iteration = it
                     if self.device.type == "cuda" and (it % tc.log_every == 0):
@@ -321,7 +328,9 @@ class Trainer:
 
                     if it % tc.log_every == 0 or last:
                         record = self._log_window(it, lr, window, window_iters, window_time, window_rectified)
+                        self._log_chain(it, window_chain)
                         window, window_iters, window_time, window_rectified = {}, 0, 0.0, 0.0
+                        window_chain = {}
                         if record is not None:
                             bar.update(it, f"loss {record.get('total', float('nan')):.4f} lr {lr:.2e}")
                     bar.update(it)
@@ -377,6 +386,37 @@ class Trainer:
         if self.log is not None:
             self.log.write("train", record)
         return record
+
+    def _chain_spec(self) -> ChainSpec | None:
+        """What the chain is measured with, when the training split has masks (else None)."""
+        if not self.train_set.has_masks:
+            return None
+        context_of: dict[int, int] = {}
+        try:
+            info = load_synth_info(self.cfg.data.root)
+            ctx_index = dict(info.get("context_index", {}))
+            for cls, ctx in dict(info.get("context_of", {})).items():
+                if cls in self.classes and ctx in ctx_index:
+                    context_of[self.classes.index(cls)] = int(ctx_index[ctx])
+        except (FileNotFoundError, ValueError, KeyError):
+            pass
+        return ChainSpec(tuple(self.classes), self.cfg.data.local_crop_size, self.cfg.infer.bkg_thre, context_of)
+
+    def _log_chain(self, it: int, window: dict[str, torch.Tensor]) -> None:
+        """Sum the window's chain counts over ranks (every rank has the same keys) and log the figures."""
+        if self.chain_spec is None or not window:
+            return
+        keys = sorted(window)
+        flat = torch.cat([window[k].flatten().to(torch.float64) for k in keys])
+        if self.ctx.distributed:
+            flat = all_reduce_(flat.to(self._reduce_device()), self.ctx).cpu()
+        sums, start = {}, 0
+        for k in keys:
+            n = window[k].numel()
+            sums[k] = flat[start : start + n].round().to(torch.long).view(window[k].shape)
+            start += n
+        if self.log is not None:
+            self.log.write("chain", {"iteration": it, **chain_figures(self.chain_spec, sums)})
 
     def _validate(self, it: int) -> dict[str, float]:
         from seco_deploy.train.validate import validate
