@@ -163,11 +163,11 @@ print(next(pathlib.Path(onnxruntime.__file__).parent.glob('capi/libonnxruntime_p
  && python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
 ARG INPUTS=""
 # What docker/build_image.py found for TensorRT: its pin, or why it is absent.
-ARG TENSORRT="not requested"
+ARG TENSORRT_NOTE="not requested"
 LABEL org.opencontainers.image.title="seco-deploy (gpu)" \
       org.opencontainers.image.description="SeCo weakly supervised segmentation: train, export, predict (CUDA, ONNX Runtime GPU, TensorRT where present)" \
       org.opencontainers.image.licenses="MIT" \
-      org.seco-deploy.tensorrt="${TENSORRT}" \
+      org.seco-deploy.tensorrt="${TENSORRT_NOTE}" \
       org.seco-deploy.inputs="${INPUTS}"
 USER 10001:10001
 WORKDIR /out

@@ -38,6 +38,7 @@ clean:
 # are unchanged. IMAGE_BASE=registry takes debian:bookworm-slim from Docker Hub; IMAGE_BASE=local
 # makes the base here with debootstrap (as root), for machines that reach no container registry.
 IMAGE_BASE ?= registry
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
 IMAGE_EXTRAS ?= crf
 # An extra index for the torch line: https://download.pytorch.org/whl/cpu gives the cpu image the
 # CPU-only torch build (small); without it the cpu image carries PyPI's CUDA build (large).
@@ -48,7 +49,7 @@ ONNXRUNTIME_GPU ?= onnxruntime-gpu==1.31.1
 TENSORRT ?= tensorrt==11.4.0.106
 WHEELHOUSE ?= build/wheelhouse
 IMAGE_FLAGS ?=
-IMAGE_BUILD = $(PYTHON) docker/build_image.py --base $(IMAGE_BASE) --torch "$(TORCH)" \
+IMAGE_BUILD = $(PYTHON) docker/build_image.py --base $(IMAGE_BASE) --mirror $(DEBIAN_MIRROR) --torch "$(TORCH)" \
 	--torch-index-url "$(TORCH_INDEX_URL)" --extras "$(IMAGE_EXTRAS)" \
 	--onnxruntime-gpu "$(ONNXRUNTIME_GPU)" --tensorrt "$(TENSORRT)" --wheelhouse $(WHEELHOUSE) $(IMAGE_FLAGS)
 

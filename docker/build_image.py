@@ -499,8 +499,8 @@ def image_inputs(target: str, build_args: dict[str, str], base_ids: Sequence[str
 
 def build_image(target: str, tag: str, bases: Bases, wheels: str, wheelhouse: dict, refresh: bool) -> dict:
     build_args = {"BASE_IMAGE": bases.runtime, "BUILD_BASE_IMAGE": bases.build, "WHEELS_IMAGE": wheels}
-    if target == "gpu":  # the cpu target declares no TENSORRT (its label says why)
-        build_args["TENSORRT"] = wheelhouse.get("tensorrt", "not requested")
+    if target == "gpu":  # the cpu target declares no TENSORRT_NOTE (its label says why)
+        build_args["TENSORRT_NOTE"] = wheelhouse.get("tensorrt", "not requested")
     ids = [image_id(bases.runtime), image_id(bases.build)]
     inputs = image_inputs(target, build_args, ids, image_id(wheels))
     started = time.monotonic()
@@ -515,7 +515,7 @@ def build_image(target: str, tag: str, bases: Bases, wheels: str, wheelhouse: di
     seconds = time.monotonic() - started
     info = image_inspect(tag) or {}
     result = {"image": tag, "id": info.get("Id"), "bytes": info.get("Size"), "seconds": round(seconds, 1),
-              "inputs": inputs, "tensorrt": build_args.get("TENSORRT", "absent (cpu)")}
+              "inputs": inputs, "tensorrt": build_args.get("TENSORRT_NOTE", "absent (cpu)")}
     log(f"{tag}: {result['bytes'] / 1e9:.2f} GB, {seconds:.0f} s")
     return result
 

@@ -438,7 +438,7 @@ def test_image_inputs_follow_the_source_not_its_caches(build, tmp_path: Path) ->
                  "seco_deploy/cli/app.py", "seco_deploy/__pycache__/app.cpython-311.pyc"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
-    args = {"BASE_IMAGE": "b", "BUILD_BASE_IMAGE": "b", "WHEELS_IMAGE": "w", "TENSORRT": "absent"}
+    args = {"BASE_IMAGE": "b", "BUILD_BASE_IMAGE": "b", "WHEELS_IMAGE": "w", "TENSORRT_NOTE": "absent"}
 
     def inputs(**changes: str) -> str:
         return build.image_inputs("cpu", {**args, **changes}, ["sha256:b", "sha256:b"], "sha256:w", repo=tmp_path)
@@ -448,7 +448,7 @@ def test_image_inputs_follow_the_source_not_its_caches(build, tmp_path: Path) ->
     assert inputs() == first
     (tmp_path / "seco_deploy/cli/app.py").write_text("changed")
     assert inputs() != first
-    assert inputs(TENSORRT="tensorrt==11.4.0.106") != inputs()
+    assert inputs(TENSORRT_NOTE="tensorrt==11.4.0.106") != inputs()
     (tmp_path / "seco_deploy/weights.safetensors").write_bytes(b"\0" * 8)  # package data counts
     assert build.image_inputs("cpu", args, ["b", "b"], "w", repo=tmp_path) != build.image_inputs(
         "gpu", args, ["b", "b"], "w", repo=tmp_path)
