@@ -1,17 +1,25 @@
-# syntax=docker/dockerfile:1.7
+# seco-deploy container images: the `seco` command line, two targets on one Debian base.
 #
-# seco-deploy container images: the `seco` command line, two targets.
+#   cpu   PyTorch, ONNX Runtime (CPU).
+#   gpu   the same with onnxruntime-gpu (CUDA provider) and TensorRT where its wheels could be
+#         had. PyTorch's CUDA wheels bring the CUDA and cuDNN libraries themselves (the nvidia-*
+#         wheels), so no CUDA base image is needed: only the host's NVIDIA driver (--gpus, via the
+#         NVIDIA Container Toolkit).
 #
-#   cpu   python slim base, CPU PyTorch (from the PyTorch CPU wheel index), ONNX Runtime.
-#         docker build --target cpu -t seco-deploy:cpu .
-#   gpu   NVIDIA CUDA 13.0 + cuDNN 9 base (the CUDA and cuDNN majors of the pinned PyTorch
-#         build), CUDA PyTorch, onnxruntime-gpu and TensorRT (the project's `gpu` extra).
-#         docker build --target gpu -t seco-deploy:gpu .
+# Build with `make image` / `make image-gpu` (docker/build_image.py), not a bare `docker build`:
+# every Python package comes from a wheelhouse made beforehand with `pip download` and passed in
+# as the image WHEELS_IMAGE, so the build reaches no package index (as on an air-gapped site).
+# BASE_IMAGE and BUILD_BASE_IMAGE are Debian bookworm: debian:bookworm-slim from Docker Hub, or
+# made locally with debootstrap (`make image IMAGE_BASE=local`: no container registry at all),
+# where the packages below are already installed and the apt step does nothing.
 #
-# Each target is multi-stage: a builder stage with compilers turns the project and every
-# dependency into wheels under /wheels; the runtime stage installs only those wheels (no
-# index, no compilers) into /opt/venv and runs as the unprivileged user `seco` (uid 10001).
-# Needs BuildKit (the default builder of Docker 23+) for RUN --mount.
+# Stages: `builder` installs the pinned wheelhouse into /opt/venv (compiling its sdists, e.g.
+# pydensecrf2); `project` builds seco-deploy's own wheel from the source, so the image holds what
+# the wheel holds (package data included); `runtime` has no compilers: it copies /opt/venv and
+# installs that wheel; `cpu` and `gpu` check the result and set the user, entry point and labels.
+# No RUN --mount and no `# syntax` line (which would pull a frontend image): the legacy builder and
+# BuildKit both build this file. The legacy builder builds every stage before the target, so `gpu`
+# comes last and the `cpu` checks pass on a gpu venv too.
 #
 # Mount points (nothing is baked in: no data, no models, no credentials):
 #   /data     inputs (images, datasets); read-only is enough
@@ -19,143 +27,150 @@
 #   /out      everything seco writes; the working directory
 # docs/deploy.md has the build, run and scale-out commands.
 
-# The torch line. Keep it equal to the Makefile's TORCH (tests/test_deploy_docker.py checks).
-ARG TORCH="torch==2.14.1 torchvision==0.29.1"
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-# CUDA 13.0 and cuDNN 9: what torch 2.14.1 (cu130), onnxruntime-gpu 1.31 and TensorRT 11 are built for.
-ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
+ARG BASE_IMAGE=debian:bookworm-slim
+ARG BUILD_BASE_IMAGE=debian:bookworm-slim
+ARG WHEELS_IMAGE=seco-deploy-wheels:cpu
 
 
 # ---------------------------------------------------------------------------------------------
-# gpu: base (Python, no compilers) and builder
+# The wheelhouse (FROM scratch: /wheels, /wheels/requirements.txt, /wheels/build-deps)
 # ---------------------------------------------------------------------------------------------
-FROM ${CUDA_IMAGE} AS gpu-base
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ARG DEBIAN_FRONTEND=noninteractive
-# DL3008: apt packages are not pinned to versions; the base image tag fixes the Ubuntu release
-# and Ubuntu drops superseded package versions from its archive, so exact pins break rebuilds.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv \
- && rm -rf /var/lib/apt/lists/*
-ENV PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+FROM ${WHEELS_IMAGE} AS wheels
 
-FROM gpu-base AS gpu-builder
+
+# ---------------------------------------------------------------------------------------------
+# builder: the pinned dependencies, installed into /opt/venv from the wheelhouse only
+# ---------------------------------------------------------------------------------------------
+FROM ${BUILD_BASE_IMAGE} AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG DEBIAN_FRONTEND=noninteractive
-# DL3008: as above, the base image tag fixes the release; compilers build sdists (pydensecrf2).
+# Python, venv and the compilers for sdists; docker/build_image.py reads this list for --base local.
+ARG BUILD_PACKAGES="python3 python3-venv python3-dev build-essential"
+# DL3008: not pinned: the base fixes the Debian release, and Debian drops superseded versions
+# from its archive, so exact pins break rebuilds. Nothing is fetched when the base has them all.
 # hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential python3-dev \
- && rm -rf /var/lib/apt/lists/*
-ARG TORCH
-# The CUDA 13.0 wheels of torch; pinned versions of the gpu extra's packages built for
-# CUDA 13 / cuDNN 9 (each satisfies pyproject.toml's `gpu` extra; the tests check).
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
-ARG GPU_PINS="onnxruntime-gpu==1.31.1 tensorrt==11.4.0.106"
-ARG GPU_EXTRAS=gpu,crf
+RUN set --; \
+    for package in ${BUILD_PACKAGES}; do \
+        dpkg-query --show --showformat='${db:Status-Status}' "$package" 2>/dev/null | grep -qx installed \
+            || set -- "$@" "$package"; \
+    done; \
+    if [ "$#" -gt 0 ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends "$@" \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+COPY --from=wheels /wheels /wheels
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels --find-links /wheels/build-deps \
+        -r /wheels/requirements.txt
+
+
+# ---------------------------------------------------------------------------------------------
+# project: seco-deploy's wheel, built from the source (the only stage that reads the context)
+# ---------------------------------------------------------------------------------------------
+FROM builder AS project
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY seco_deploy ./seco_deploy
-RUN python3 -m venv /opt/build \
- && echo "${TORCH}" | tr ' ' '\n' > /tmp/torch.txt \
- && echo "${TORCH} ${GPU_PINS}" | tr ' ' '\n' > /tmp/constraints.txt \
- && /opt/build/bin/pip wheel --wheel-dir /wheels --extra-index-url "${TORCH_INDEX_URL}" -r /tmp/torch.txt \
- && /opt/build/bin/pip wheel --wheel-dir /wheels --find-links /wheels -c /tmp/constraints.txt ".[${GPU_EXTRAS}]"
+RUN /opt/venv/bin/pip wheel --no-index --find-links /wheels/build-deps --no-deps --wheel-dir /dist /src
 
 
 # ---------------------------------------------------------------------------------------------
-# gpu: runtime
+# runtime: Python without compilers, /opt/venv and the project
 # ---------------------------------------------------------------------------------------------
-FROM gpu-base AS gpu
+FROM ${BASE_IMAGE} AS runtime
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ARG GPU_EXTRAS=gpu,crf
-ENV VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:${PATH}
-# seco-deploy depends on onnxruntime (CPU); the gpu extra adds onnxruntime-gpu, and both
-# install the same `onnxruntime` module. Drop the CPU one and reinstall the GPU one over it,
-# then check that the CUDA provider is compiled in and the `seco` entry point runs.
-# DL3013: the project and its dependencies come only from the wheels built above (--no-index),
-# pinned by the builder's constraints; there is no index to float against.
-# hadolint ignore=DL3013
-RUN --mount=type=bind,from=gpu-builder,source=/wheels,target=/wheels \
-    python3 -m venv /opt/venv \
- && pip install --no-index --find-links /wheels "seco-deploy[${GPU_EXTRAS}]" \
- && pip uninstall -y onnxruntime \
- && pip install --no-index --find-links /wheels --no-deps --force-reinstall onnxruntime-gpu \
- && python -c "import onnxruntime as ort; assert 'CUDAExecutionProvider' in ort.get_available_providers()" \
- && seco --version
+ARG DEBIAN_FRONTEND=noninteractive
+# Python and tini (an init as PID 1: passes SIGTERM from `docker stop` or Kubernetes on to seco).
+ARG RUNTIME_PACKAGES="python3 tini"
+# DL3008: as in the builder: the base fixes the release; nothing is fetched when it has them all.
+# hadolint ignore=DL3008
+RUN set --; \
+    for package in ${RUNTIME_PACKAGES}; do \
+        dpkg-query --show --showformat='${db:Status-Status}' "$package" 2>/dev/null | grep -qx installed \
+            || set -- "$@" "$package"; \
+    done; \
+    if [ "$#" -gt 0 ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends "$@" \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
 RUN useradd --uid 10001 --user-group --create-home seco \
  && mkdir -p /data /models /out \
  && chown seco:seco /out
-LABEL org.opencontainers.image.title="seco-deploy (gpu)" \
-      org.opencontainers.image.description="SeCo weakly supervised segmentation: train, export, predict (CUDA, ONNX Runtime GPU, TensorRT)" \
-      org.opencontainers.image.licenses="MIT"
+ENV LANG=C.UTF-8 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:${PATH}
+COPY --from=builder /opt/venv /opt/venv
+# The project's wheel is small; copying it in (rather than the whole venv again) keeps a source
+# change from re-copying the dependencies' layer.
+COPY --from=project /dist /tmp/dist
+RUN pip install --no-index --no-deps /tmp/dist/*.whl \
+ && rm -rf /tmp/dist
+
+
+# ---------------------------------------------------------------------------------------------
+# cpu
+# ---------------------------------------------------------------------------------------------
+FROM runtime AS cpu
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# The console script runs and every runtime module imports (the CRF one where its extra is in).
+RUN seco --version \
+ && python -c "import cv2, onnx, onnxruntime, onnxscript, timm, torch, torchvision; \
+print('torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())" \
+ && python -c "import importlib.util as u; u.find_spec('pydensecrf') is None or __import__('pydensecrf.densecrf')"
+ARG INPUTS=""
+LABEL org.opencontainers.image.title="seco-deploy (cpu)" \
+      org.opencontainers.image.description="SeCo weakly supervised segmentation: train, export, predict (CPU, ONNX Runtime)" \
+      org.opencontainers.image.licenses="MIT" \
+      org.seco-deploy.tensorrt="absent: the cpu image has no TensorRT (use the gpu image)" \
+      org.seco-deploy.inputs="${INPUTS}"
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 WORKDIR /out
 VOLUME ["/data", "/models", "/out"]
-ENTRYPOINT ["seco"]
+# -s: tini stays a subreaper when it is not PID 1 (docker run --init, apptainer run).
+ENTRYPOINT ["tini", "-s", "--", "seco"]
 CMD ["--help"]
 
 
 # ---------------------------------------------------------------------------------------------
-# cpu: builder
+# gpu (last: the legacy builder builds every stage before the target)
 # ---------------------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS cpu-builder
+FROM runtime AS gpu
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ARG DEBIAN_FRONTEND=noninteractive
-# DL3008: the base image tag fixes the Debian release; exact pins break when Debian's
-# security archive supersedes a version. Compilers build sdists (pydensecrf2).
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
- && rm -rf /var/lib/apt/lists/*
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore
-ARG TORCH
-# The CPU-only torch wheels (no CUDA libraries): its +cpu local version sorts above PyPI's
-# build of the same version, so pip takes it. Point it at a mirror with --build-arg.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ARG CPU_EXTRAS=crf
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY seco_deploy ./seco_deploy
-RUN echo "${TORCH}" | tr ' ' '\n' > /tmp/torch.txt \
- && python -m pip wheel --wheel-dir /wheels --extra-index-url "${TORCH_INDEX_URL}" -r /tmp/torch.txt \
- && python -m pip wheel --wheel-dir /wheels --find-links /wheels -c /tmp/torch.txt ".[${CPU_EXTRAS}]"
-
-
-# ---------------------------------------------------------------------------------------------
-# cpu: runtime (the last stage, so a plain `docker build .` gives the CPU image)
-# ---------------------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS cpu
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ARG CPU_EXTRAS=crf
-ENV PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:${PATH}
-# DL3013: the project and its dependencies come only from the wheels built above (--no-index),
-# pinned by the builder's constraints; there is no index to float against.
-# hadolint ignore=DL3013
-RUN --mount=type=bind,from=cpu-builder,source=/wheels,target=/wheels \
-    python -m venv /opt/venv \
- && pip install --no-index --find-links /wheels "seco-deploy[${CPU_EXTRAS}]" \
- && seco --version
-RUN useradd --uid 10001 --user-group --create-home seco \
- && mkdir -p /data /models /out \
- && chown seco:seco /out
-LABEL org.opencontainers.image.title="seco-deploy (cpu)" \
-      org.opencontainers.image.description="SeCo weakly supervised segmentation: train, export, predict (CPU, ONNX Runtime)" \
-      org.opencontainers.image.licenses="MIT"
-# Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+# The nvidia-* wheels' libraries, where any process finds them (onnxruntime-gpu's CUDA provider
+# links libcudart, cuBLAS, cuFFT, cuRAND and cuDNN; torch finds them on its own). Then check: the
+# CUDA provider is compiled in and every library it links resolves, but the driver's libcuda.so.1,
+# which the host provides at run time.
+RUN find /opt/venv/lib -type d -path '*/site-packages/nvidia/*/lib' | sort > /etc/ld.so.conf.d/seco-nvidia.conf \
+ && ldconfig \
+ && seco --version \
+ && python -c "import onnxruntime as ort; p = ort.get_available_providers(); \
+assert 'CUDAExecutionProvider' in p, f'onnxruntime has no CUDA provider ({p}): build with the gpu wheelhouse'; \
+print('onnxruntime', ort.__version__, p)" \
+ && provider="$(python -c "import onnxruntime, pathlib; \
+print(next(pathlib.Path(onnxruntime.__file__).parent.glob('capi/libonnxruntime_providers_cuda.so')))")" \
+ && missing="$(ldd "$provider" | grep 'not found' | grep -v 'libcuda\.so' || true)" \
+ && { [ -z "$missing" ] || { echo "unresolved libraries of $provider: $missing" >&2; exit 1; }; } \
+ && python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
+ARG INPUTS=""
+# What docker/build_image.py found for TensorRT: its pin, or why it is absent.
+ARG TENSORRT_NOTE="not requested"
+LABEL org.opencontainers.image.title="seco-deploy (gpu)" \
+      org.opencontainers.image.description="SeCo weakly supervised segmentation: train, export, predict (CUDA, ONNX Runtime GPU, TensorRT where present)" \
+      org.opencontainers.image.licenses="MIT" \
+      org.seco-deploy.tensorrt="${TENSORRT_NOTE}" \
+      org.seco-deploy.inputs="${INPUTS}"
 USER 10001:10001
 WORKDIR /out
 VOLUME ["/data", "/models", "/out"]
-ENTRYPOINT ["seco"]
+ENTRYPOINT ["tini", "-s", "--", "seco"]
 CMD ["--help"]

@@ -32,3 +32,36 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+# Container images (docs/deploy.md): docker/build_image.py makes the Debian base, the wheelhouse
+# (every Python package, downloaded here with pip) and the image, and skips each one whose inputs
+# are unchanged. IMAGE_BASE=registry takes debian:bookworm-slim from Docker Hub; IMAGE_BASE=local
+# makes the base here with debootstrap (as root), for machines that reach no container registry.
+IMAGE_BASE ?= registry
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+IMAGE_EXTRAS ?= crf
+# An extra index for the torch line: https://download.pytorch.org/whl/cpu gives the cpu image the
+# CPU-only torch build (small); without it the cpu image carries PyPI's CUDA build (large).
+TORCH_INDEX_URL ?=
+# The gpu image's pins for the `gpu` extra; TensorRT comes from NVIDIA's index, and where that is
+# out of reach the image is built without it (its label org.seco-deploy.tensorrt says so).
+ONNXRUNTIME_GPU ?= onnxruntime-gpu==1.31.1
+TENSORRT ?= tensorrt==11.4.0.106
+WHEELHOUSE ?= build/wheelhouse
+IMAGE_FLAGS ?=
+IMAGE_BUILD = $(PYTHON) docker/build_image.py --base $(IMAGE_BASE) --mirror $(DEBIAN_MIRROR) --torch "$(TORCH)" \
+	--torch-index-url "$(TORCH_INDEX_URL)" --extras "$(IMAGE_EXTRAS)" \
+	--onnxruntime-gpu "$(ONNXRUNTIME_GPU)" --tensorrt "$(TENSORRT)" --wheelhouse $(WHEELHOUSE) $(IMAGE_FLAGS)
+
+.PHONY: image image-gpu wheelhouse
+
+image:
+	$(IMAGE_BUILD) --target cpu
+
+image-gpu:
+	$(IMAGE_BUILD) --target gpu
+
+# Only the wheelhouses (WHEELHOUSE/cpu, WHEELHOUSE/gpu): carry them to an air-gapped site.
+wheelhouse:
+	$(IMAGE_BUILD) --target cpu --wheelhouse-only
+	$(IMAGE_BUILD) --target gpu --wheelhouse-only

@@ -1,16 +1,21 @@
 """Helpers for the deployment tests: read the Dockerfile, match `.dockerignore` patterns the way
-Docker does, check argument lists against the live `seco` Typer commands, and run the scale-out
-scripts in their dry-run mode."""
+Docker does, load docker/build_image.py, run containers, check argument lists against the live
+`seco` Typer commands, and run the scale-out scripts in their dry-run mode."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import typer
@@ -19,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 DEPLOY = REPO / "deploy"
+BUILD_SCRIPT = REPO / "docker" / "build_image.py"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,6 +174,62 @@ def is_ignored(relative_path: str, rules: list[tuple[bool, re.Pattern[str]]]) ->
         if any(regex.fullmatch(p) for p in prefixes):
             ignored = not exception
     return ignored
+
+
+# ----------------------------------------------------------------------------------------------
+# docker/build_image.py and a Docker engine
+# ----------------------------------------------------------------------------------------------
+def build_script() -> ModuleType:
+    """docker/build_image.py as a module (it is a script, not part of the package)."""
+    name = "seco_build_image"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BUILD_SCRIPT)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def docker_unavailable() -> str | None:
+    """Why no container can be built or run here (no docker client, or no daemon it can reach), or None."""
+    binary = shutil.which("docker")
+    if binary is None:
+        return "docker is not installed (Debian: apt-get install docker.io)"
+    done = subprocess.run([binary, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    if done.returncode != 0 or not done.stdout.strip():
+        return f"no Docker daemon answers `docker info` ({(done.stderr or done.stdout).strip()[:200]})"
+    return None
+
+
+def docker(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """`docker ARGS...`, output captured as text."""
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=check)
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = False
+
+    def flag(self) -> str:
+        return f"type=bind,source={self.source},target={self.target}" + (",readonly" if self.read_only else "")
+
+
+def container_args(image: str, argv: Sequence[str], mounts: Sequence[Mount] = (), *, name: str | None = None,
+                   detach: bool = False, entrypoint: str | None = None, extra: Sequence[str] = ()) -> list[str]:
+    """`docker run` arguments for one seco command in the hardened setting every test uses: no
+    network, a read-only root filesystem (seco may write only to its mounts and /tmp), the image's
+    own user, passive OpenMP waits (a shared CPU)."""
+    args = ["run", "--network", "none", "--read-only", "--tmpfs", "/tmp", "-e", "OMP_WAIT_POLICY=PASSIVE"]
+    args += ["--name", name] if name else ["--rm"]
+    args += ["--detach"] if detach else []
+    args += ["--entrypoint", entrypoint] if entrypoint else []
+    for mount in mounts:
+        args += ["--mount", mount.flag()]
+    return [*args, *extra, image, *argv]
 
 
 # ----------------------------------------------------------------------------------------------
