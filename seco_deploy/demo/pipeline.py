@@ -372,7 +372,7 @@ def write_demo_report(
     """``out/report.html`` from the products' scores, the run's metrics.jsonl and the prediction folders."""
     from seco_deploy.demo import report as rp
     from seco_deploy.demo.evaluation import split_names
-    from seco_deploy.demo.plots import curves_png, read_metrics
+    from seco_deploy.demo.plots import chain_png, curves_png, read_chain, read_metrics
 
     classes = [row["name"] for row in next(iter(products.values()))["scores"]["classes"]]
     rep = rp.Report("seco demo: SeCo on a synthetic co-occurrence set",
@@ -382,6 +382,10 @@ def write_demo_report(
     rep.add("miou", "mIoU", rp.miou_section(products))
     rep.add("per-class", "Per class: IoU and FP:TP", rp.per_class_section(products))
     rep.add("cooccurrence", "Co-occurrence: context false activation", rp.cooccurrence_section(products, away_px))
+    chain = read_chain(run_dir / "metrics.jsonl")
+    coupled = [c for c in classes if any(c in r.get("seeds", {}) and "context_fa" in r["seeds"][c] for r in chain)]
+    rep.add("chain", "The chain: CAM seeds, ROI, crop tags, rectification", rp.chain_section(
+        chain, coupled, chain_png(chain, coupled)))
     train, val = read_metrics(run_dir / "metrics.jsonl")
     rep.add("curves", "Training curves", rp.curves_section(curves_png(train, val), len(train), len(val)))
     names = pick_examples(data_root, split_names(data_root, "val"), examples)

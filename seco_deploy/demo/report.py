@@ -41,7 +41,7 @@ __all__ = [
     "table",
 ]
 
-DEMO_SECTIONS = ("summary", "miou", "per-class", "cooccurrence", "curves", "examples")
+DEMO_SECTIONS = ("summary", "miou", "per-class", "cooccurrence", "chain", "curves", "examples")
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
@@ -176,6 +176,33 @@ def cooccurrence_section(products: dict[str, dict[str, Any]], away_px: float) ->
         "partner's pixels labelled as the class. The last column counts only context pixels farther than one "
         "patch from any object, so CAM blur along an outline does not count as co-occurrence.</p>"
     )
+
+
+def chain_section(chain: list[dict[str, Any]], coupled: list[str], plot: bytes | None) -> str:
+    """The training chain (:mod:`seco_deploy.train.chain`): the last log step's figures, and their curves."""
+    if not chain:
+        return ('<p class="note">No chain figures: the training split has no masks, or the run logged none '
+                "(RUN/metrics.jsonl has no <code>chain</code> records).</p>")
+    last = chain[-1]
+    rows = []
+    for cls in [*coupled, "all foreground"]:
+        tag = last.get("tags", {}).get(cls, {})
+        seed = last.get("seeds", {}).get(cls, {})
+        roi = last.get("roi", {}).get(cls, {})
+        rows.append((cls, fmt_pct(seed.get("precision")), fmt_pct(seed.get("recall")), fmt_pct(seed.get("context_fa")),
+                     fmt_pct(roi.get("precision")), tag.get("crops", "-"), fmt_pct(tag.get("right")),
+                     fmt_pct(tag.get("context")), fmt_pct(tag.get("other")), fmt_pct(tag.get("nothing"))))
+    rect = last.get("rectification", {})
+    body = table(["class", "seed precision", "seed recall", "seed context FA", "ROI precision", "crops tagged",
+                  "tag right", "context only", "another class", "nothing"], rows)
+    body += (f'<p class="note">At iteration {last["iteration"]} (one logging window). Rectification removed '
+             f'{rect.get("removed_wrong", "-")} wrong and {rect.get("removed_right", "-")} right crop tags in it. '
+             "Measured on the training views against their masks, which no loss sees: the seeds are the training "
+             "CAMs' pseudo-labels; a crop holds a class when at least 5% of it is that class. Read left to "
+             "right, this is where SeCo's signal holds or breaks: CAM seeds, ROI, crop tags, contrast.</p>")
+    if plot is not None:
+        body += f'<img src="{data_uri(plot)}" alt="chain curves" style="max-width:100%">'
+    return body
 
 
 def curves_section(curves: bytes | None, n_train: int, n_val: int) -> str:
