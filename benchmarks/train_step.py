@@ -13,11 +13,16 @@ Modes:
                  with every ablation switch off (plain-CAM baseline); prints the SeCo/baseline
                  ratios.
   ``reference``  the reference implementation's size on CPU: a 768-wide, 8-block ViT/16, crop 224,
-                 2 images, 12 local crops of 64 px, the ``voc`` preset otherwise; fp32 and bf16;
-                 prints the ratio to the reference's measured 4.8 s/iteration on this CPU.
+                 2 images, 10 local crops of 64 px (+ 2 global views), the ``voc`` preset otherwise;
+                 fp32 and bf16. With ``--ref-dir`` (a checkout of zwyang6/SeCo at 202357f) and
+                 ``--bilateral`` (its CRF extension, built as benchmarks/reference_env.py says), the
+                 reference's own iteration (benchmarks/reference_step.py) runs in the same process,
+                 interleaved with ours (ours, reference, ours, ...), at 1 and 2 threads, and the
+                 ratio is printed; without them, the ratio is to a constant measured elsewhere.
 
     python benchmarks/train_step.py --mode cpu --iters 3
     python benchmarks/train_step.py --mode reference --iters 2 --json out.json
+    python benchmarks/train_step.py --mode reference --ref-dir REF --bilateral DIR --iters 3
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import sys
 import time
 from typing import Any
 
-REFERENCE_SECONDS = 4.8  # the reference implementation, same size, this CPU (measured by the lead)
+REFERENCE_SECONDS = 4.8  # the reference implementation, same size, measured on another day and machine
 
 ABLATION_OFF = [
     "model.use_decomposition=false",
@@ -44,7 +49,7 @@ REFERENCE_SIZE = [
     "data.crop_size=224",
     "data.local_crop_size=64",
     "train.batch_size=2",
-    "model.num_local_crops=12",
+    "model.num_local_crops=10",  # the reference's --ncrops 12 = 10 local crops + 2 global views
 ]
 
 CONFIGS: dict[str, tuple[str, list[str]]] = {
@@ -69,14 +74,19 @@ def matmul_gflops(dtype_name: str, size: int = 1024, repeats: int = 5) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, num_classes: int) -> dict[str, Any]:
-    """Time ``iters`` iterations (after ``warmup``) of configuration ``name`` in this process."""
+def build_iteration(name: str, batch: int | None, device: str, num_classes: int) -> tuple[Any, dict[str, Any]]:
+    """Our training iteration of configuration ``name`` on a synthetic batch held in memory.
+
+    Returns ``(iterate, info)``: ``iterate(offset, autocast)`` runs one
+    :class:`~seco_deploy.train.iteration.Iteration` (the step with every loss term on, under
+    ``torch.autocast`` with dtype ``autocast`` when it is not None, backward, AdamW step), as
+    training runs it, and returns the loss terms; ``info`` describes the configuration.
+    """
     import torch
 
     from seco_deploy.config import build_config
     from seco_deploy.model.network import SeCoNet
-    from seco_deploy.train.iteration import Iteration, resolve_amp
-    from seco_deploy.train.runlog import peak_memory_mb
+    from seco_deploy.train.iteration import Iteration
     from seco_deploy.train.schedule import WarmupPolySchedule, build_optimizer
     from seco_deploy.train.step import TrainingStep
 
@@ -87,11 +97,8 @@ def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, 
     cfg = build_config(preset_name, None, [*overrides, *extra])
     dev = torch.device(device)
     net = SeCoNet(cfg.model, num_classes).to(dev).train()
-    amp = resolve_amp(cfg.train.amp, dev)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     run = Iteration(TrainingStep(net, cfg.model, cfg.train, cfg.data),
-                    build_optimizer(net.param_groups(cfg.train), cfg.train), WarmupPolySchedule.from_config(cfg.train),
-                    scaler, amp)
+                    build_optimizer(net.param_groups(cfg.train), cfg.train), WarmupPolySchedule.from_config(cfg.train))
     b, s = cfg.train.batch_size, cfg.data.crop_size
     g = torch.Generator().manual_seed(0)
     tags = (torch.rand(b, num_classes, generator=g) < 2.0 / num_classes).float()
@@ -104,23 +111,16 @@ def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, 
         "tags": tags,
     }
     batch_t = {k: v.to(dev) for k, v in batch_t.items()}
-    iteration = max(cfg.train.seg_start, cfg.train.contrast_start, cfg.train.update_prototype) + 1
-    times = []
-    terms: dict[str, float] = {}
-    for i in range(warmup + iters):
+    first = max(cfg.train.seg_start, cfg.train.contrast_start, cfg.train.update_prototype) + 1
+
+    def iterate(offset: int, autocast: Any = None) -> dict[str, float]:
+        run.amp_dtype = autocast
+        out = run(batch_t, first + offset + 1)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-        t0 = time.perf_counter()
-        out = run(batch_t, iteration + i + 1)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-        terms = {k: float(v) for k, v in out.terms.items()}
-    mem, kind = peak_memory_mb(dev)
-    probe = "bf16" if amp == torch.bfloat16 else "fp32"
-    return {
-        "matmul_gflops": round(matmul_gflops(probe), 1) if dev.type == "cpu" else None,
+        return {k: float(v) for k, v in out.terms.items()}
+
+    info = {
         "config": name,
         "preset": preset_name,
         "overrides": overrides + extra,
@@ -128,6 +128,34 @@ def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, 
         "crop": s,
         "amp": cfg.train.amp,
         "params_m": round(sum(p.numel() for p in net.parameters() if p.requires_grad) / 1e6, 2),
+    }
+    return iterate, info
+
+
+def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, num_classes: int) -> dict[str, Any]:
+    """Time ``iters`` iterations (after ``warmup``) of configuration ``name`` in this process."""
+    import torch
+
+    from seco_deploy.train.iteration import resolve_amp
+    from seco_deploy.train.runlog import peak_memory_mb
+
+    iterate, info = build_iteration(name, batch, device, num_classes)
+    dev = torch.device(device)
+    amp = resolve_amp(info["amp"], dev)
+    times = []
+    terms: dict[str, float] = {}
+    for i in range(warmup + iters):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        terms = iterate(i, amp)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    mem, kind = peak_memory_mb(dev)
+    probe = "bf16" if amp == torch.bfloat16 else "fp32"
+    return {
+        "matmul_gflops": round(matmul_gflops(probe), 1) if dev.type == "cpu" else None,
+        **info,
         "sec_per_iter": sum(times) / len(times),
         "sec_min": min(times),
         "peak_mem_mb": round(mem, 1),
@@ -135,6 +163,37 @@ def run_one(name: str, iters: int, warmup: int, batch: int | None, device: str, 
         "threads": torch.get_num_threads(),
         "terms": terms,
     }
+
+
+def run_against_reference(args: argparse.Namespace) -> dict[str, Any]:
+    """Ours and the reference's iteration (benchmarks/reference_step.py) interleaved in this process."""
+    import os
+
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import reference_step
+
+    ours, info = build_iteration("reference-fp32", args.batch, "cpu", args.classes)  # autocast set per setting
+    size = reference_step.Size(batch=info["batch"], crop=info["crop"], num_classes=args.classes)
+    sides = {"ours": ours, "reference": reference_step.reference_side(args.ref_dir, args.bilateral, size)}
+    settings = [reference_step.Setting(d, t) for d in args.dtypes for t in args.threads]
+    gflops = {d: round(matmul_gflops(d), 1) for d in ("fp32", "bf16")}
+    load = os.getloadavg()
+    print(f"interleaved: {args.iters} rounds per setting after {args.warmup} warm-up; load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; matmul now fp32 {gflops['fp32']} / bf16 {gflops['bf16']} "
+          f"GFLOP/s ({torch.get_num_threads()} threads)", flush=True)
+    if "bf16" in args.dtypes and gflops["bf16"] < gflops["fp32"] / 4:
+        print("warning: bf16 matmul is far slower than fp32 on this CPU (no bf16 instructions): bf16 timings "
+              "measure emulation", flush=True)
+    results = reference_step.interleave(sides, settings, repeats=args.iters, warmup=args.warmup,
+                                        log=lambda m: print(m, flush=True))
+    print(reference_step.format_table(results, list(sides)))
+    print("ratio = reference / ours (above 1: ours is faster)")
+    after = {d: round(matmul_gflops(d), 1) for d in ("fp32",)}
+    print(f"matmul after the run: fp32 {after['fp32']} GFLOP/s; load average {os.getloadavg()[0]:.2f}", flush=True)
+    return {"size": vars(size), "ours": info, "load_average": load, "matmul_gflops": gflops,
+            "matmul_gflops_after": after, "results": results}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +206,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=20, help="foreground classes of the synthetic batch")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one config, print JSON
+    parser.add_argument("--ref-dir", default=None, help="reference checkout: time it interleaved with ours")
+    parser.add_argument("--bilateral", default=None, help="folder with the reference's built CRF extension")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (with --ref-dir)")
+    parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
+                        help="precisions (with --ref-dir); bf16 runs the forward under autocast")
     args = parser.parse_args(argv)
+
+    if args.ref_dir is not None:
+        if args.mode != "reference" or args.bilateral is None:
+            parser.error("--ref-dir goes with --mode reference and --bilateral")
+        record = run_against_reference(args)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(record, fh, indent=2)
+        return 0
 
     if args.one is not None:
         print(json.dumps(run_one(args.one, args.iters, args.warmup, args.batch, args.device, args.classes)))
