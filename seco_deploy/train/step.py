@@ -48,6 +48,11 @@ LOSS_TERMS = ("cls", "cls_aux", "ptc", "lig", "lil", "seg", "reg")
 TERMS = (*LOSS_TERMS, "total")
 
 
+def section(number: str) -> torch.profiler.record_function:
+    """The profiler label ``seco §<number>`` of one numbered part of the step (benchmarks/step_profile.py)."""
+    return torch.profiler.record_function(f"seco §{number}")
+
+
 @dataclass
 class StepResult:
     """``loss``: the scheduled total (call ``backward`` on it); ``terms``: detached 0-dim tensors
@@ -118,82 +123,90 @@ class TrainingStep(nn.Module):
         terms: dict[str, torch.Tensor] = {"lil": zero, "lig": zero, "seg": zero, "reg": zero}
 
         # §2.1 student forward: main view and (for the contrast branch) the global view in one pass.
-        out = net.student(image, batch["global_view"].to(device) if reservoir else None)
+        with section("2.1"):
+            out = net.student(image, batch["global_view"].to(device) if reservoir else None)
 
         # §2.2 multi-scale flip CAMs, no gradient; scale 1 reuses the student's class maps.
-        known = net.cam_maps(out["F"].detach(), out["F_aux"].detach())
-        cam, cam_aux = camlib.multi_scale_cams(net, image, mcfg.cam_scales, known_scale1=known)
-        probe = {"cam": cam}
+        with section("2.2"):
+            known = net.cam_maps(out["F"].detach(), out["F_aux"].detach())
+            cam, cam_aux = camlib.multi_scale_cams(net, image, mcfg.cam_scales, known_scale1=known)
+            probe = {"cam": cam}
 
         # §2.3 ROI mask; §2.4 decomposition into local crops, crop tags and global-view tags.
-        dec = None
-        if reservoir:
-            roi = camlib.roi_mask(cam_aux if self.roi_source_aux(iteration) else cam, labels, img_box,
-                                  mcfg.high_thre, mcfg.low_thre)
-            if mcfg.use_decomposition:
-                dec = camlib.decompose(image, batch["local_view"].to(device), roi, net.num_classes,
-                                       mcfg.num_local_crops, self.local_crop_size, mcfg.tag_threshold, generator)
-                view_tags = dec["global_tags"]
-            else:
-                view_tags = camlib.single_roi_class(roi, net.num_classes)
-            tags = view_tags[:, None].expand(b, 2)
-            if dec is not None:
-                tags = torch.cat([tags, dec["tags"]], dim=1)
-            tags = tags.reshape(-1)
-            probe["roi"] = roi
-            if dec is not None:
-                probe.update(crop_y0=dec["y0"], crop_x0=dec["x0"], crop_tags=dec["tags"])
+        with section("2.3"):
+            dec = None
+            if reservoir:
+                roi = camlib.roi_mask(cam_aux if self.roi_source_aux(iteration) else cam, labels, img_box,
+                                      mcfg.high_thre, mcfg.low_thre)
+                if mcfg.use_decomposition:
+                    dec = camlib.decompose(image, batch["local_view"].to(device), roi, net.num_classes,
+                                           mcfg.num_local_crops, self.local_crop_size, mcfg.tag_threshold, generator)
+                    view_tags = dec["global_tags"]
+                else:
+                    view_tags = camlib.single_roi_class(roi, net.num_classes)
+                tags = view_tags[:, None].expand(b, 2)
+                if dec is not None:
+                    tags = torch.cat([tags, dec["tags"]], dim=1)
+                tags = tags.reshape(-1)
+                probe["roi"] = roi
+                if dec is not None:
+                    probe.update(crop_y0=dec["y0"], crop_x0=dec["x0"], crop_tags=dec["tags"])
 
-            # §2.5 anchors: the student's class tokens of the views and crops, projected.
-            q = net.anchors(out["view_cls"], dec["student"] if dec is not None else None)
+                # §2.5 anchors: the student's class tokens of the views and crops, projected.
+                q = net.anchors(out["view_cls"], dec["student"] if dec is not None else None)
 
         # §2.6 global teacher: prototypes from single-class images.
-        if iteration >= tcfg.update_prototype:
-            stats["prototype_images"] = net.update_prototypes(out["cls"], labels)
+        with section("2.6"):
+            if iteration >= tcfg.update_prototype:
+                stats["prototype_images"] = net.update_prototypes(out["cls"], labels)
 
         # §2.7 local teacher: EMA, keys of the global views and teacher crops, enqueue / dequeue.
-        net.momentum_update()
-        if reservoir and net.has_pool:
-            keys = net.teacher_keys(out["view_cls"], dec["teacher"] if dec is not None else None)
-            net.enqueue(keys, tags)
-            pool = torch.cat([keys, net.queue.detach().clone()], dim=0)
-            pool_tags = torch.cat([tags, net.queue_tags.clone()], dim=0)
+        with section("2.7"):
+            net.momentum_update()
+            if reservoir and net.has_pool:
+                keys = net.teacher_keys(out["view_cls"], dec["teacher"] if dec is not None else None)
+                net.enqueue(keys, tags)
+                pool = torch.cat([keys, net.queue.detach().clone()], dim=0)
+                pool_tags = torch.cat([tags, net.queue_tags.clone()], dim=0)
 
         # §2.8 tag rectification, and the contrast losses LiL and LiG (§2.10).
-        if reservoir and contrast:
-            sigma = mcfg.rectify_sigma if mcfg.use_rectification else None
-            if mcfg.use_lil:
-                terms["lil"], tags, stats["rectified"] = losses.lil_loss(q, pool, tags, pool_tags, mcfg.tau_local,
-                                                                         sigma)
-            elif sigma is not None:
-                tags, stats["rectified"] = losses.rectify_tags(q, pool, tags, pool_tags, sigma)
-            if mcfg.use_lig:
-                terms["lig"] = losses.lig_loss(q, net.prototypes, tags, mcfg.tau_global)
-            stats["anchors"] = (tags != -1).sum()
-            probe["anchor_tags"] = tags.detach().view(b, -1)
+        with section("2.8"):
+            if reservoir and contrast:
+                sigma = mcfg.rectify_sigma if mcfg.use_rectification else None
+                if mcfg.use_lil:
+                    terms["lil"], tags, stats["rectified"] = losses.lil_loss(q, pool, tags, pool_tags, mcfg.tau_local,
+                                                                             sigma)
+                elif sigma is not None:
+                    tags, stats["rectified"] = losses.rectify_tags(q, pool, tags, pool_tags, sigma)
+                if mcfg.use_lig:
+                    terms["lig"] = losses.lig_loss(q, net.prototypes, tags, mcfg.tau_global)
+                stats["anchors"] = (tags != -1).sum()
+                probe["anchor_tags"] = tags.detach().view(b, -1)
 
         # §2.9 decoder pseudo label (two background levels, PAR), once the seg term is on.
-        seg_on = self.seg_on(iteration)
-        if seg_on:
-            pseudo = camlib.refined_pseudo_label(image, cam, labels, img_box, self.par, mcfg.high_thre,
-                                                 mcfg.low_thre)
+        with section("2.9"):
+            seg_on = self.seg_on(iteration)
+            if seg_on:
+                pseudo = camlib.refined_pseudo_label(image, cam, labels, img_box, self.par, mcfg.high_thre,
+                                                     mcfg.low_thre)
 
         # §2.10 the losses and their schedule.
-        terms["cls"] = losses.multilabel_soft_margin(out["cls_logits"], labels)
-        terms["cls_aux"] = losses.multilabel_soft_margin(out["aux_logits"], labels)
-        feats = out["F"]
-        ptc_target = camlib.ptc_label(cam_aux, labels, img_box, tuple(feats.shape[-2:]), mcfg.high_thre,
-                                      mcfg.low_thre)
-        terms["ptc"] = losses.ptc_loss(feats, ptc_target)
-        if seg_on:
-            seg = F.interpolate(out["seg_logits"], size=pseudo.shape[-2:], mode="bilinear", align_corners=False)
-            terms["seg"] = losses.balanced_seg_loss(seg, pseudo)
-            mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
-            std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
-            rgb = (image.float() * std + mean) * 255.0
-            inside = camlib.box_mask(img_box, b, image.shape[-2], image.shape[-1], device).float()
-            terms["reg"] = losses.crf_energy_loss(rgb, torch.softmax(seg.float(), dim=1), inside, pseudo == 255,
-                                                  max_points=mcfg.reg_max_points)
+        with section("2.10"):
+            terms["cls"] = losses.multilabel_soft_margin(out["cls_logits"], labels)
+            terms["cls_aux"] = losses.multilabel_soft_margin(out["aux_logits"], labels)
+            feats = out["F"]
+            ptc_target = camlib.ptc_label(cam_aux, labels, img_box, tuple(feats.shape[-2:]), mcfg.high_thre,
+                                          mcfg.low_thre)
+            terms["ptc"] = losses.ptc_loss(feats, ptc_target)
+            if seg_on:
+                seg = F.interpolate(out["seg_logits"], size=pseudo.shape[-2:], mode="bilinear", align_corners=False)
+                terms["seg"] = losses.balanced_seg_loss(seg, pseudo)
+                mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+                std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+                rgb = (image.float() * std + mean) * 255.0
+                inside = camlib.box_mask(img_box, b, image.shape[-2], image.shape[-1], device).float()
+                terms["reg"] = losses.crf_energy_loss(rgb, torch.softmax(seg.float(), dim=1), inside, pseudo == 255,
+                                                      max_points=mcfg.reg_max_points)
         total = terms["cls"] + tcfg.w_cls_aux * terms["cls_aux"] + tcfg.w_ptc * terms["ptc"]
         if reservoir and contrast:
             if mcfg.use_lig:
