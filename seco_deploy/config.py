@@ -80,7 +80,7 @@ class ModelConfig:
     backbone: str = "vit_base_patch16_224"
     # Extra keyword arguments for timm.create_model (e.g. depth, embed_dim, num_heads).
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    pretrained: str | None = None  # None, a local weight file, or a timm hub name
+    pretrained: str | None = None  # None, a local weight file, builtin:NAME (seco_deploy.assets) or a timm hub name
     aux_layer: int = -3
     freeze_pos_embed: bool = True  # the reference keeps the positional embedding fixed
     proj_hidden_dim: int = 2048
@@ -406,12 +406,15 @@ def _cpu() -> Config:
     cfg.data.local_crop_size = 32
     cfg.data.scale_range = (0.6, 1.1)
     cfg.model.backbone = "vit_tiny_patch16_224"
+    # The shipped fractal-pretrained encoder (docs/method.md, "Pretrained start"): the stand-in
+    # for the paper's ImageNet weights. `--pretrained null` trains from random initialisation.
+    cfg.model.pretrained = "builtin:vit-tiny-fractal"
     cfg.model.proj_hidden_dim = 512
     cfg.model.queue_size = 1536
     cfg.model.num_local_crops = 6
     cfg.model.cam_scales = (1.0,)
     cfg.model.teacher_momentum = 0.99
-    cfg.model.freeze_pos_embed = False  # from scratch the positional embedding is random: let it learn
+    cfg.model.freeze_pos_embed = False  # learned on 112 px fractal scenes (7 x 7 grid): let it adapt
     cfg.model.reg_max_points = 1024  # CRF regulariser grid: 32 x 32 points per image is plenty at 160 px
     cfg.infer.mask_scales = (1.0,)
     cfg.infer.batch = 8

@@ -50,3 +50,4 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     # The embedded images are drawn: the grid region (lower half) is rich in colour.
     lower = image[1200:]
     assert lower.std() > 30
+

@@ -11,6 +11,7 @@ from seco_deploy.cli import eval as eval_cmd
 from seco_deploy.cli import export as export_cmd
 from seco_deploy.cli import info as info_cmd
 from seco_deploy.cli import predict as predict_cmd
+from seco_deploy.cli import pretrain as pretrain_cmd
 from seco_deploy.cli import train as train_cmd
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cmd.app, name="data")
+app.command("pretrain")(pretrain_cmd.pretrain)
 app.command("train")(train_cmd.train)
 app.command("export")(export_cmd.export)
 app.command("predict")(predict_cmd.predict)

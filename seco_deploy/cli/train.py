@@ -22,7 +22,8 @@ def train(
     amp: str | None = typer.Option(
         None, "--amp", help="bf16 | fp16 | off | auto (bf16 where the device computes it natively, else fp32)"
     ),
-    pretrained: str | None = typer.Option(None, "--pretrained", help="Backbone weights: local file or timm name."),
+    pretrained: str | None = typer.Option(
+        None, "--pretrained", help="Backbone weights: local file, builtin:NAME, timm name, or null (random init)."),
     iters: int | None = typer.Option(None, "--iters", help="Shortcut for --set train.iters=N."),
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop (and save) after this wall time."),
 ) -> None:
@@ -89,7 +90,7 @@ def apply_options(
     if max_minutes is not None:
         cfg.train.max_minutes = float(max_minutes)
     if pretrained is not None:
-        cfg.model.pretrained = pretrained
+        cfg.model.pretrained = None if pretrained.strip().lower() in ("null", "none", "") else pretrained
     return validate(cfg)
 
 

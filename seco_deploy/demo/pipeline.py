@@ -370,6 +370,7 @@ def write_demo_report(
     benchmark: Path | None = None,
 ) -> Path:
     """``out/report.html`` from the products' scores, the run's metrics.jsonl and the prediction folders."""
+    from seco_deploy.assets import shipped_ladder
     from seco_deploy.demo import report as rp
     from seco_deploy.demo.evaluation import split_names
     from seco_deploy.demo.plots import chain_png, curves_png, read_chain, read_metrics
@@ -407,6 +408,9 @@ def write_demo_report(
         bnames = pick_examples(bench_root, split_names(bench_root, "train"), examples)
         rep.add("comparison", "Baseline vs SeCo (benchmarks/cooccurrence.py)",
                 rp.comparison_section(bench, bench_root, bnames))
+    ladder = shipped_ladder()
+    if ladder is not None:
+        rep.add("ladder", "Baseline vs SeCo over seeds (the shipped ladder result)", rp.ladder_section(ladder))
     return rep.write(out / "report.html")
 
 

@@ -302,3 +302,31 @@ def comparison_section(bench: dict[str, Any], data_root: Path, names: list[str],
                             note="Images holding a context-coupled class (boat on water, train on rails). "
                                  "A co-occurrence error shows as heat and label on the water or rails.")
     return out
+
+
+def ladder_section(ladder: dict[str, Any]) -> str:
+    """The arms of a ``benchmarks/ladder.py`` result: mean (min..max) over seeds, and its command."""
+    arms = ladder.get("arms", {})
+    classes = sorted({c for row in arms.values() for c in row.get("context_fa", {})})
+
+    def cell(stat: dict[str, Any] | None) -> str:
+        if not stat or stat.get("mean") is None:
+            return "-"
+        return f"{fmt_pct(stat['mean'])} ({fmt_pct(stat['min'])}..{fmt_pct(stat['max'])})"
+
+    rows = []
+    for name, row in arms.items():
+        seconds = row.get("train_seconds", [])
+        rows.append((name, "/".join(str(i) for i in row.get("iterations", [])),
+                     f"{sum(seconds) / max(1, len(seconds)):.0f}", cell(row.get("pseudo_miou")),
+                     cell(row.get("decoder_miou")), *(cell(row.get("context_fa", {}).get(c)) for c in classes)))
+    out = table(["arm", "iterations", "train s (mean)", "CAM pseudo-label mIoU %", "decoder mIoU %",
+                 *(f"{c}: context FA %" for c in classes)], rows)
+    seeds = ", ".join(str(s) for s in ladder.get("seeds", []))
+    out += (f"<p class='note'>Mean (min..max) over seeds {esc(seeds)}, all from <code>{esc(ladder.get('pretrained'))}"
+            f"</code>, profile <code>{esc(ladder.get('difficulty'))}</code>. d@N: full SeCo; a@N: the plain-CAM "
+            "baseline at the same iterations; a@T: the baseline at SeCo's training time (cost ratio "
+            f"{ladder.get('ratio') or 0:.2f}). Context FA: the share of the context's pixels, in images of its "
+            "class, that the CAM pseudo-labels give to the class. Command: "
+            f"<code>{esc(ladder.get('command'))}</code> (docs/benchmarks.md).</p>")
+    return out

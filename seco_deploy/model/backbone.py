@@ -14,7 +14,8 @@ and runs it on any input whose sides are multiples of the patch size p:
   before the final norm. ``aux_layer = -1`` gives the normed final tokens, as in the reference.
 
 Weights: ``pretrained=None`` keeps timm's random initialisation; a path to a ``.pth``/``.pt``/``.bin``
-state dict or a ``.safetensors`` file is loaded with :func:`load_weights`; any other string is a
+state dict or a ``.safetensors`` file is loaded with :func:`load_weights`; ``builtin:NAME`` is a
+file shipped in :mod:`seco_deploy.assets` (``builtin:vit-tiny-fractal``); any other string is a
 timm hub name (``vit_base_patch16_224.orig_in21k_ft_in1k``, ``hf-hub:...``) downloaded by timm.
 Loading is strict: a missing, unexpected or mismatched key raises :class:`WeightLoadError` naming it.
 """
@@ -28,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from seco_deploy.assets import builtin_weights, is_builtin
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
@@ -184,6 +187,13 @@ class ViTBackbone(nn.Module):
     def load_pretrained(self, name: str, pretrained: str, **timm_kwargs: Any) -> None:
         """Load a local file (strict) or timm hub weights named ``pretrained``."""
         spec = str(pretrained)
+        if is_builtin(spec):
+            try:
+                path = builtin_weights(spec)
+            except (ValueError, FileNotFoundError) as exc:
+                raise WeightLoadError(str(exc)) from exc
+            load_weights(self.vit, path)
+            return
         if _looks_like_file(spec):
             load_weights(self.vit, Path(spec).expanduser())
             return

@@ -1,0 +1,55 @@
+"""Weights shipped inside the package, named ``builtin:NAME`` wherever a weights file is accepted.
+
+``BUILTIN`` maps each name to its file in this folder and the timm backbone it fits. Each file
+has a ``.json`` card beside it (written by ``seco pretrain``): the recipe that made it, its
+sha256 and exactly what it has seen; ``docs/method.md`` ("Pretrained start") says how to
+reproduce it.
+
+``LADDER`` is the co-occurrence ladder measured from ``builtin:vit-tiny-fractal`` with
+``benchmarks/ladder.py`` (its ``ladder.json``, command inside), which ``seco demo`` shows
+beside its own run: a 3-seed comparison does not fit the demo's budget.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PREFIX = "builtin:"
+FOLDER = Path(__file__).resolve().parent
+BUILTIN: dict[str, tuple[str, str]] = {
+    "vit-tiny-fractal": ("vit_tiny_fractal.safetensors", "vit_tiny_patch16_224"),
+}
+LADDER = "ladder_hard.json"
+
+
+def is_builtin(spec: str) -> bool:
+    return str(spec).startswith(PREFIX)
+
+
+def builtin_weights(spec: str) -> Path:
+    """``builtin:NAME`` (or ``NAME``) -> the shipped file; ``ValueError`` naming the known ones otherwise."""
+    name = str(spec)[len(PREFIX):] if is_builtin(spec) else str(spec)
+    if name not in BUILTIN:
+        raise ValueError(f"unknown built-in weights {name!r}; known: {', '.join(PREFIX + n for n in BUILTIN)}")
+    path = FOLDER / BUILTIN[name][0]
+    if not path.is_file():
+        raise FileNotFoundError(f"built-in weights {name!r} are missing from this installation ({path}); "
+                                "reinstall seco-deploy or make them with `seco pretrain` (docs/method.md)")
+    return path
+
+
+def builtin_backbone(spec: str) -> str:
+    """The timm backbone name that ``builtin:NAME`` fits."""
+    builtin_weights(spec)
+    name = str(spec)[len(PREFIX):] if is_builtin(spec) else str(spec)
+    return BUILTIN[name][1]
+
+
+def shipped_ladder() -> dict[str, Any] | None:
+    """The shipped ``ladder.json`` (see ``LADDER``), or None when this installation lacks it."""
+    path = FOLDER / LADDER
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
