@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arm", action="append", default=[],
                         help="extra arm NAME=OVERRIDE[,OVERRIDE] (full SeCo + overrides, N iterations)")
     parser.add_argument("--no-equal-time", action="store_true", help="skip the baseline at SeCo's time")
+    parser.add_argument("--arms", default=None, help="run only these arms (comma-separated names, e.g. d@N,a@T)")
     parser.add_argument("--ratio", type=float, default=None, help="cost ratio SeCo/baseline (skip calibration)")
     parser.add_argument("--calibration-rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
@@ -210,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.arm:
         name, _, overrides = spec.partition("=")
         plan.append((name, "d", args.iters, [o for o in overrides.split(",") if o]))
+    if args.arms:
+        keep = {a.strip() for a in args.arms.split(",") if a.strip()}
+        unknown = keep - {p[0] for p in plan}
+        if unknown:
+            parser.error(f"--arms: unknown arm(s) {', '.join(sorted(unknown))}; known: {', '.join(p[0] for p in plan)}")
+        plan = [p for p in plan if p[0] in keep]
     jobs = [(name, variant, iters, seed, extra) for name, variant, iters, extra in plan for seed in seeds]
     print(f"{len(jobs)} jobs ({', '.join(p[0] for p in plan)} x seeds {seeds}), {args.jobs} at a time", flush=True)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -414,7 +414,7 @@ def _cpu() -> Config:
     cfg.model.num_local_crops = 6
     cfg.model.cam_scales = (1.0,)
     cfg.model.teacher_momentum = 0.99
-    cfg.model.freeze_pos_embed = False  # learned on 112 px fractal scenes (7 x 7 grid): let it adapt
+    cfg.model.freeze_pos_embed = False  # learned through 7 x 7 grids (112 px fractal scenes): let it adapt
     cfg.model.reg_max_points = 1024  # CRF regulariser grid: 32 x 32 points per image is plenty at 160 px
     cfg.infer.mask_scales = (1.0,)
     cfg.infer.batch = 8

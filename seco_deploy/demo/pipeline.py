@@ -478,6 +478,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     }
     if cfg is not None:
         settings["backbone"] = f"{cfg.model.backbone} {cfg.model.backbone_kwargs or ''}".strip()
+        settings["initial weights"] = cfg.model.pretrained or "random initialisation"
     t = time.perf_counter()
     report = write_demo_report(out, data_root, run_dir, pred_root, products,
                                {"settings": settings, "headline": figures["headline"]},
