@@ -38,6 +38,10 @@ def export(
     opset: int = typer.Option(18, "--opset", help="ONNX opset (>= 18)."),
     fp16: bool = typer.Option(False, "--fp16", help="Half precision (LayerNorm kept in fp32)."),
     simplify: bool = typer.Option(False, "--simplify", help="Extra constant folding and shape inference."),
+    target: str = typer.Option(
+        "onnxruntime", "--target",
+        help="onnx: onnxruntime (dynamo exporter) or opencv (TorchScript exporter; OpenCV DNN reads it, ORT too).",
+    ),
     int8: bool = typer.Option(
         False, "--int8", help="onnx: static int8 (QDQ), calibrated on --calib images; LayerNorm/Softmax stay float."
     ),
@@ -104,7 +108,8 @@ def export(
         opset=opset, fp16=fp16, simplify=simplify, check=check, check_only=check_only, device=device,
         min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape, max_batch=max_batch, workspace_gb=workspace,
         timing_cache=timing_cache, onnx_path=onnx_out, int8=int8, calib=calib, calib_images=calib_images,
-        calib_method=calib_method.strip().lower(), per_channel=per_channel, reduce_range=reduce_range,
+        target=target.strip().lower(), calib_method=calib_method.strip().lower(), per_channel=per_channel,
+        reduce_range=reduce_range,
     )
     try:
         outcome = export_checkpoint(request, progress=_progress)
@@ -112,7 +117,7 @@ def export(
         fail(escape(str(exc)), EXIT_MISSING_RUNTIME)
     except (ValueError, FileNotFoundError, CardError) as exc:
         fail(escape(str(exc)), EXIT_USAGE)
-    except (EngineBuildError, RuntimeError) as exc:  # also ExportError and the exporter's own errors
+    except (EngineBuildError, RuntimeError) as exc:  # also ExportError, OpenCVProbeError, the exporter's own
         fail(escape(str(exc)), EXIT_ERROR)
 
     if json_out is not None:

@@ -69,6 +69,7 @@ class ExportRequest:
     calib_method: str = "minmax"  # minmax | percentile | entropy
     per_channel: bool = True
     reduce_range: bool = False
+    target: str = "onnxruntime"  # onnx: onnxruntime (dynamo exporter) | opencv (TorchScript exporter, cv2.dnn reads it)
     parity_images: int = 16  # int8: real images for the parity check, held out from calibration when possible
 
 
@@ -101,6 +102,8 @@ class Exporter:
             expected = suffixes_of(self.kind)
             if req.out.suffix.lower() not in expected:
                 raise ValueError(f"--out {req.out} must end in {' or '.join(expected)} for --format {req.format}")
+        if req.target != "onnxruntime" and (req.format != "onnx" or req.int8):
+            raise ValueError(f"--target {req.target} applies to --format onnx without --int8")
         if req.int8 and not req.check_only:
             if req.format != "onnx" or req.fp16:
                 raise ValueError("--int8 applies to --format onnx without --fp16")
@@ -155,7 +158,7 @@ class Exporter:
         req = self.request
         options = OnnxExportOptions(heads=tuple(req.heads), size=req.size or self.cfg.data.crop_size,
                                     dynamic=req.dynamic, batch=req.batch, fp16=fp16_graph, opset=req.opset,
-                                    simplify=req.simplify)
+                                    simplify=req.simplify, target=req.target)
         check_options(options, self.patch_size)
         card = card_from_checkpoint(
             req.checkpoint, self.cfg, self.classes, self.patch_size, options.heads, export_input_shape(options),
@@ -257,6 +260,8 @@ class Exporter:
             if card.precision == "int8":
                 return self.check_int8(runner, card, with_cam)
             shapes = parity_shapes(card.input_shape, card.crop_size, card.patch_size)
+            if card.extra.get("target") == "opencv":
+                return self.check_opencv(path, shapes, with_cam)
             self.say(f"parity check: ONNX Runtime ({', '.join(runner.providers)}) vs PyTorch at "
                      + ", ".join("x".join(map(str, s)) for s in shapes))
             reference = torch_runner(self.net.cpu(), with_cam=with_cam, device="cpu")
@@ -272,6 +277,22 @@ class Exporter:
             return check_parity(reference, runner.run, shapes, tolerance_for(card.precision), seed=self.request.seed)
         finally:
             self.net.cpu()
+
+    def check_opencv(self, path: Path, shapes: list[tuple[int, int, int, int]], with_cam: bool) -> Any:
+        """``--target opencv``: OpenCV DNN itself (in a child process, so a crash is an error, not ours)
+        against PyTorch, on the images :func:`~.parity.check_parity` draws."""
+        import torch
+
+        from seco_deploy.export.opencv_dnn import probe_opencv
+        from seco_deploy.export.parity import check_parity, tolerance_for, torch_runner
+
+        seed = self.request.seed
+        inputs = [torch.randn(*s, generator=torch.Generator().manual_seed(seed + i)) for i, s in enumerate(shapes)]
+        self.say("parity check: OpenCV DNN (child process) vs PyTorch at "
+                 + ", ".join("x".join(map(str, s)) for s in shapes))
+        outputs = iter(probe_opencv(path, inputs))
+        reference = torch_runner(self.net.cpu(), with_cam=with_cam, device="cpu")
+        return check_parity(reference, lambda _images: next(outputs), shapes, tolerance_for("fp32"), seed=seed)
 
     def check_int8(self, runner: Any, card: Any, with_cam: bool) -> Any:
         """int8 parity on real images: argmax pixel agreement and mIoU drop (:func:`~.parity.check_on_images`)."""
