@@ -124,3 +124,20 @@ def test_corrupted_export_fails_parity(workspace, tmp_path) -> None:  # noqa: F8
     _, report = _parity(bad, workspace.checkpoint)
     assert not report.passed
     assert report.max_abs_diff > 10 * FP32_TOLERANCE.atol
+
+
+def test_opencv_target_reads_in_opencv_dnn_and_a_crash_is_reported(workspace, tmp_path) -> None:  # noqa: F811
+    """--target opencv (TorchScript exporter) loads in cv2.dnn and matches PyTorch; the dynamo export's
+    outcome in OpenCV DNN (a crash, measured with opencv-python 5.x) comes back as an error, not a dead process."""
+    from seco_deploy.export.exporter import ExportRequest, export_checkpoint
+    from seco_deploy.export.opencv_dnn import OpenCVProbeError, probe_opencv
+
+    outcome = export_checkpoint(ExportRequest(checkpoint=workspace.checkpoint, out=tmp_path / "cv.onnx",
+                                              target="opencv"))
+    assert outcome.card.extra["target"] == "opencv"
+    assert outcome.parity.passed and outcome.parity.max_abs_diff < 1e-4
+    x = torch.randn(1, 3, 64, 64)
+    try:
+        probe_opencv(workspace.onnx("dynamic"), [x])
+    except OpenCVProbeError as exc:
+        assert "OpenCV DNN" in str(exc)

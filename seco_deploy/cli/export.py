@@ -38,6 +38,24 @@ def export(
     opset: int = typer.Option(18, "--opset", help="ONNX opset (>= 18)."),
     fp16: bool = typer.Option(False, "--fp16", help="Half precision (LayerNorm kept in fp32)."),
     simplify: bool = typer.Option(False, "--simplify", help="Extra constant folding and shape inference."),
+    target: str = typer.Option(
+        "onnxruntime", "--target",
+        help="onnx: onnxruntime (dynamo exporter) or opencv (TorchScript exporter; OpenCV DNN reads it, ORT too).",
+    ),
+    int8: bool = typer.Option(
+        False, "--int8", help="onnx: static int8 (QDQ), calibrated on --calib images; LayerNorm/Softmax stay float."
+    ),
+    calib: Path | None = typer.Option(
+        None, "--calib", help="--int8: folder of images or VOC-layout set to calibrate on (and check parity with)."
+    ),
+    calib_images: int = typer.Option(32, "--calib-images", help="--int8: how many images calibrate."),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="--int8: minmax | percentile | entropy."),
+    per_channel: bool = typer.Option(
+        True, "--per-channel/--per-tensor", help="--int8: one weight scale per output channel or per tensor."
+    ),
+    reduce_range: bool = typer.Option(
+        False, "--reduce-range", help="--int8: 7-bit weights (avoids int16 saturation on CPUs without VNNI)."
+    ),
     check: bool = typer.Option(True, "--check/--no-check", help="Parity check against PyTorch (exit 4 on failure)."),
     check_only: bool = typer.Option(
         False, "--check-only", help="Export nothing: check the existing --out file against the checkpoint."
@@ -60,6 +78,9 @@ def export(
 ) -> None:
     """Export the segmentation branch (and optionally the CAM branch) to ONNX or TensorRT.
 
+    With --int8 the parity check judges the argmax masks on real --calib images (pixel agreement with
+    fp32, and the mIoU drop when the set has masks), not the logits.
+
     Exit codes: 0 ok, 2 bad option or file, 4 parity check failed, 5 TensorRT/CUDA missing.
     """
     from seco_deploy.export.exporter import ExportRequest, export_checkpoint
@@ -78,13 +99,17 @@ def export(
     if head_list not in (("seg",), ("seg", "cam"), ("cam", "seg")):
         fail(escape(f"--heads {heads!r}; use seg or seg,cam"))
     head_list = ("seg", "cam") if "cam" in head_list else ("seg",)
+    if int8 and fmt != "onnx":
+        fail("--int8 applies to --format onnx")
     if out is None:
-        out = checkpoint.with_suffix(".onnx" if fmt == "onnx" else ".engine")
+        out = checkpoint.with_suffix((".int8.onnx" if int8 else ".onnx") if fmt == "onnx" else ".engine")
     request = ExportRequest(
         checkpoint=checkpoint, out=out, format=fmt, heads=head_list, dynamic=dynamic, size=size, batch=batch,
         opset=opset, fp16=fp16, simplify=simplify, check=check, check_only=check_only, device=device,
         min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape, max_batch=max_batch, workspace_gb=workspace,
-        timing_cache=timing_cache, onnx_path=onnx_out,
+        timing_cache=timing_cache, onnx_path=onnx_out, int8=int8, calib=calib, calib_images=calib_images,
+        target=target.strip().lower(), calib_method=calib_method.strip().lower(), per_channel=per_channel,
+        reduce_range=reduce_range,
     )
     try:
         outcome = export_checkpoint(request, progress=_progress)
@@ -92,7 +117,7 @@ def export(
         fail(escape(str(exc)), EXIT_MISSING_RUNTIME)
     except (ValueError, FileNotFoundError, CardError) as exc:
         fail(escape(str(exc)), EXIT_USAGE)
-    except (EngineBuildError, RuntimeError) as exc:  # also ExportError and the exporter's own errors
+    except (EngineBuildError, RuntimeError) as exc:  # also ExportError, OpenCVProbeError, the exporter's own
         fail(escape(str(exc)), EXIT_ERROR)
 
     if json_out is not None:
@@ -116,7 +141,9 @@ def export(
     if not outcome.parity.passed:
         fail(
             escape(f"parity check failed for {outcome.path}: max |diff| {outcome.parity.max_abs_diff:.3e}, "
-            f"argmax agreement {outcome.parity.min_agreement:.4%} ({outcome.parity.tolerance.describe()}); "
+            f"argmax agreement {outcome.parity.min_agreement:.4%}"
+            + (f", mIoU drop {outcome.parity.miou_drop:+.2f}" if outcome.parity.miou_drop is not None else "")
+            + f" ({outcome.parity.tolerance.describe()}); "
             "the file does not compute what the checkpoint computes, do not deploy it"),
             EXIT_PARITY,
         )

@@ -63,6 +63,14 @@ class ExportRequest:
     timing_cache: Path | None = None
     onnx_path: Path | None = None  # TensorRT: where to keep the intermediate ONNX (default: temporary)
     seed: int = 0
+    int8: bool = False  # ONNX only: static QDQ int8 (seco_deploy.export.quantize), calibrated on ``calib``
+    calib: Path | None = None  # folder of images (or VOC-layout set) for calibration and the int8 parity check
+    calib_images: int = 32
+    calib_method: str = "minmax"  # minmax | percentile | entropy
+    per_channel: bool = True
+    reduce_range: bool = False
+    target: str = "onnxruntime"  # onnx: onnxruntime (dynamo exporter) | opencv (TorchScript exporter, cv2.dnn reads it)
+    parity_images: int = 16  # int8: real images for the parity check, held out from calibration when possible
 
 
 @dataclass
@@ -94,8 +102,17 @@ class Exporter:
             expected = suffixes_of(self.kind)
             if req.out.suffix.lower() not in expected:
                 raise ValueError(f"--out {req.out} must end in {' or '.join(expected)} for --format {req.format}")
+        if req.target != "onnxruntime" and (req.format != "onnx" or req.int8):
+            raise ValueError(f"--target {req.target} applies to --format onnx without --int8")
+        if req.int8 and not req.check_only:
+            if req.format != "onnx" or req.fp16:
+                raise ValueError("--int8 applies to --format onnx without --fp16")
+            if req.calib is None:
+                raise ValueError("--int8 needs calibration images: give --calib DIR (a folder of images or a "
+                                 "VOC-layout dataset, e.g. the training data)")
         self.request = req
         self.progress = progress
+        self.calib_files: list[Path] = []
         self.net: Any = None
         self.cfg: Any = None
         self.classes: list[str] = []
@@ -141,7 +158,7 @@ class Exporter:
         req = self.request
         options = OnnxExportOptions(heads=tuple(req.heads), size=req.size or self.cfg.data.crop_size,
                                     dynamic=req.dynamic, batch=req.batch, fp16=fp16_graph, opset=req.opset,
-                                    simplify=req.simplify)
+                                    simplify=req.simplify, target=req.target)
         check_options(options, self.patch_size)
         card = card_from_checkpoint(
             req.checkpoint, self.cfg, self.classes, self.patch_size, options.heads, export_input_shape(options),
@@ -156,9 +173,47 @@ class Exporter:
         from seco_deploy.runtime.card import read_onnx_card
 
         req = self.request
+        if req.int8:
+            return self.write_int8_file()
         report = self.write_onnx(req.out, req.fp16)
         self.say(f"wrote {report.path} ({report.bytes / 2**20:.1f} MiB, {report.nodes} nodes)")
         return ExportOutcome(path=req.out, card=read_onnx_card(req.out), export_report=report)
+
+    def write_int8_file(self) -> ExportOutcome:
+        """The fp32 export (temporary), then static QDQ int8 calibrated on ``--calib`` images."""
+        from seco_deploy.export.images import calibration_set, image_files
+        from seco_deploy.export.quantize import Int8Options, quantize_onnx
+        from seco_deploy.runtime.card import read_onnx_card
+
+        req = self.request
+        assert req.calib is not None
+        options = Int8Options(method=req.calib_method, images=req.calib_images, per_channel=req.per_channel,
+                              reduce_range=req.reduce_range)
+        options.validate()
+        files = image_files(req.calib)
+        with tempfile.TemporaryDirectory(prefix="seco-export-") as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
+            report = self.write_onnx(fp32, False)
+            card = read_onnx_card(fp32)
+            calib = calibration_set(files, card, req.calib_images)
+            quantize_onnx(fp32, req.out, calib, card, options, self.say)
+        self.calib_files = calib.files
+        return ExportOutcome(path=req.out, card=read_onnx_card(req.out), export_report=report)
+
+    def parity_images(self, card: Any) -> Any:
+        """int8: up to ``parity_images`` images of ``--calib`` not used to calibrate (else the calibration ones)."""
+        from seco_deploy.export.images import calibration_set, image_files
+
+        req = self.request
+        if req.calib is None:
+            raise ValueError(f"{req.out} is int8: its parity check runs on real images; give --calib DIR")
+        files = image_files(req.calib)
+        used = {p.resolve() for p in self.calib_files}
+        held_out = [p for p in files if p.resolve() not in used]
+        if not held_out:
+            self.say("parity: every image of --calib calibrated the model; checking on those (optimistic)")
+            held_out = files
+        return calibration_set(held_out, card, req.parity_images)
 
     def build_engine(self) -> ExportOutcome:
         from seco_deploy.export.tensorrt.build import EngineBuildOptions, build_engine, fp16_needs_fp16_onnx
@@ -202,7 +257,11 @@ class Exporter:
             from seco_deploy.runtime.onnx_backend import OnnxRunner
 
             runner = OnnxRunner(path, device=self.request.device or "cpu")
+            if card.precision == "int8":
+                return self.check_int8(runner, card, with_cam)
             shapes = parity_shapes(card.input_shape, card.crop_size, card.patch_size)
+            if card.extra.get("target") == "opencv":
+                return self.check_opencv(path, shapes, with_cam)
             self.say(f"parity check: ONNX Runtime ({', '.join(runner.providers)}) vs PyTorch at "
                      + ", ".join("x".join(map(str, s)) for s in shapes))
             reference = torch_runner(self.net.cpu(), with_cam=with_cam, device="cpu")
@@ -218,6 +277,33 @@ class Exporter:
             return check_parity(reference, runner.run, shapes, tolerance_for(card.precision), seed=self.request.seed)
         finally:
             self.net.cpu()
+
+    def check_opencv(self, path: Path, shapes: list[tuple[int, int, int, int]], with_cam: bool) -> Any:
+        """``--target opencv``: OpenCV DNN itself (in a child process, so a crash is an error, not ours)
+        against PyTorch, on the images :func:`~.parity.check_parity` draws."""
+        import torch
+
+        from seco_deploy.export.opencv_dnn import probe_opencv
+        from seco_deploy.export.parity import check_parity, tolerance_for, torch_runner
+
+        seed = self.request.seed
+        inputs = [torch.randn(*s, generator=torch.Generator().manual_seed(seed + i)) for i, s in enumerate(shapes)]
+        self.say("parity check: OpenCV DNN (child process) vs PyTorch at "
+                 + ", ".join("x".join(map(str, s)) for s in shapes))
+        outputs = iter(probe_opencv(path, inputs))
+        reference = torch_runner(self.net.cpu(), with_cam=with_cam, device="cpu")
+        return check_parity(reference, lambda _images: next(outputs), shapes, tolerance_for("fp32"), seed=seed)
+
+    def check_int8(self, runner: Any, card: Any, with_cam: bool) -> Any:
+        """int8 parity on real images: argmax pixel agreement and mIoU drop (:func:`~.parity.check_on_images`)."""
+        from seco_deploy.export.parity import check_on_images, tolerance_for, torch_runner
+
+        images = self.parity_images(card)
+        labelled = "with masks" if images.masks is not None else "no masks"
+        self.say(f"parity check: int8 ONNX Runtime vs PyTorch fp32 on {len(images.files)} images of "
+                 f"{self.request.calib} ({labelled}) at {card.crop_size}x{card.crop_size}")
+        reference = torch_runner(self.net.cpu(), with_cam=with_cam, device="cpu")
+        return check_on_images(reference, runner.run, images.inputs, tolerance_for("int8"), masks=images.masks)
 
     def check_existing(self) -> ExportOutcome:
         """``check_only``: the parity of the existing ``out`` (warning when it came from another checkpoint)."""

@@ -17,6 +17,13 @@ weights inside the file (no ``.onnx.data``). The axes are then renamed ``batch``
 ``width`` (inputs) and ``grid_h``, ``grid_w`` (outputs), the model card (:mod:`seco_deploy.runtime.card`)
 is embedded, the model is checked with ``onnx.checker`` (full check), and written atomically.
 
+``target="opencv"``: OpenCV's DNN module (opencv-python 5.x) crashes (segmentation fault) in
+``cv2.dnn.readNetFromONNX`` on the dynamo exporter's graphs, whatever the opset or shape
+options; it reads the graphs of PyTorch's TorchScript-based exporter (``dynamo=False``), measured
+here at opsets 17 and 18 with dynamic batch, height and width, matching ONNX Runtime to ~2e-6.
+This target uses that exporter at the requested opset (``dynamic_axes`` instead of
+``dynamic_shapes``; the card's ``extra`` says ``exporter: torchscript``); ONNX Runtime reads it too.
+
 fp16: the network is cast to half except every ``LayerNorm``, which computes in fp32 (casts
 around it), the input is cast to half inside the graph and the outputs back to float32.
 
@@ -45,6 +52,7 @@ from torch import nn
 from seco_deploy.runtime.card import INPUT_NAME, OUTPUT_NAMES, ModelCard, embed_in_onnx
 
 MIN_OPSET = 18
+TARGETS = ("onnxruntime", "opencv")
 PROTO_LIMIT = 2**31 - 1  # protobuf's 2 GiB limit for one self-contained file
 
 
@@ -65,6 +73,7 @@ class OnnxExportOptions:
     fp16: bool = False
     opset: int = MIN_OPSET
     simplify: bool = False
+    target: str = "onnxruntime"  # onnxruntime (dynamo exporter) | opencv (TorchScript exporter, OpenCV DNN reads it)
 
 
 @dataclass
@@ -127,6 +136,10 @@ class InferenceGraph(nn.Module):
 
 def check_options(options: OnnxExportOptions, patch_size: int) -> None:
     """Raise ValueError naming the bad option."""
+    if options.target not in TARGETS:
+        raise ValueError(f"--target {options.target!r}: choose one of {', '.join(TARGETS)}")
+    if options.target == "opencv" and options.fp16:
+        raise ValueError("--target opencv exports fp32 (OpenCV DNN's CPU path computes in fp32); drop --fp16")
     if options.opset < MIN_OPSET:
         raise ValueError(f"--opset {options.opset} is too low: the dynamo exporter needs opset >= {MIN_OPSET}")
     if tuple(options.heads) not in (("seg",), ("seg", "cam")):
@@ -197,16 +210,16 @@ def export_onnx(
     Raises :class:`ExportError` when the exporter fails, the file would exceed 2 GiB, or the
     checker rejects the result.
     """
-    import onnx
-
-    from seco_deploy.data.io import atomic_path
-
     check_options(options, patch_size)
     net = net.eval().cpu()
     graph = InferenceGraph(net, options.heads, half=options.fp16).eval()
     example_batch = options.batch if options.batch is not None else 2
     example = torch.zeros(example_batch, 3, options.size, options.size)
     output_names = list(OUTPUT_NAMES["seg"]) + (list(OUTPUT_NAMES["cam"]) if "cam" in options.heads else [])
+    if options.target == "opencv":
+        model = _torchscript_export(graph, example, options, output_names)
+        nodes_before = len(model.graph.node)
+        return _finish(model, out_path, meta, options, output_names, nodes_before)
     try:
         with warnings.catch_warnings(), redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -233,6 +246,44 @@ def export_onnx(
     nodes_before = len(model.graph.node)
     if options.simplify:
         model = simplify_model(model)
+    return _finish(model, out_path, meta, options, output_names, nodes_before)
+
+
+def _torchscript_export(graph: nn.Module, example: torch.Tensor, options: OnnxExportOptions,
+                        output_names: list[str]) -> Any:
+    """The TorchScript-based exporter (``dynamo=False``) for ``target="opencv"``; the ModelProto."""
+    import onnx
+
+    axes: dict[str, dict[int, str]] = {}
+    if options.batch is None:
+        axes[INPUT_NAME] = {0: "batch"}
+        axes.update({name: {0: "batch"} for name in output_names})
+    if options.dynamic:
+        axes.setdefault(INPUT_NAME, {}).update({2: "height", 3: "width"})
+        for name in output_names:
+            if name != "cls_logits":
+                axes.setdefault(name, {}).update({2: "grid_h", 3: "grid_w"})
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, (example,), buffer, dynamo=False, opset_version=options.opset,
+                              input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=axes or None,
+                              do_constant_folding=True)
+    except Exception as exc:  # the exporter raises many error types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch.onnx.export (TorchScript, --target opencv) failed: {type(exc).__name__}: {first}; "
+                          "try --static") from exc
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _finish(model: Any, out_path: str | Path, meta: ModelCard, options: OnnxExportOptions,
+            output_names: list[str], nodes_before: int) -> ExportReport:
+    """Rename axes, embed the card, check, write atomically; the report."""
+    import onnx
+
+    from seco_deploy.data.io import atomic_path
+
     _rename_axes(model, output_names)
     meta = dataclasses.replace(
         meta,
@@ -240,6 +291,8 @@ def export_onnx(
         opset=options.opset,
         precision="fp16" if options.fp16 else "fp32",
         heads=list(options.heads),
+        extra={**meta.extra, "exporter": "torchscript", "target": "opencv"} if options.target == "opencv"
+        else meta.extra,
     )
     embed_in_onnx(model, meta)
     if model.ByteSize() > PROTO_LIMIT:

@@ -31,6 +31,7 @@ METADATA_FORMAT = "seco-deploy/model-metadata/1"
 KEY_PREFIX = "seco."
 FORMAT_KEY = KEY_PREFIX + "format"
 HEADS = ("seg", "cam")
+PRECISIONS = ("fp32", "fp16", "int8")  # int8: ONNX Runtime static QDQ, see seco_deploy.export.quantize
 # ONNX output names per head; the input is always ``images`` (N, 3, H, W) float32, normalised.
 INPUT_NAME = "images"
 OUTPUT_NAMES = {"seg": ("seg_logits",), "cam": ("cams", "cls_logits")}
@@ -61,7 +62,7 @@ class ModelCard:
     heads: list[str]
     backbone: str
     input_shape: list[int]
-    precision: str = "fp32"  # fp32 | fp16 (LayerNorm stays fp32)
+    precision: str = "fp32"  # fp32 | fp16 (LayerNorm stays fp32) | int8 (QDQ; extra["int8"] says how)
     opset: int = 18
     library_version: str = ""
     checkpoint_sha256: str = ""
@@ -147,8 +148,8 @@ class ModelCard:
                 )
         if len(self.palette) < len(self.classes) or any(len(c) != 3 for c in self.palette):
             raise CardError(f"{source}: 'palette' needs one RGB triple per class")
-        if self.precision not in ("fp32", "fp16"):
-            raise CardError(f"{source}: 'precision' must be fp32 or fp16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise CardError(f"{source}: 'precision' must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 
