@@ -79,7 +79,7 @@ def test_from_props_names_what_is_wrong() -> None:
         ({"std": [1.0, 0.0, 1.0]}, "std"),
         ({"input_shape": [-1, 3, 100, 100]}, "multiple of the patch size"),
         ({"palette": [[0, 0, 0]]}, "palette"),
-        ({"precision": "int8"}, "precision"),
+        ({"precision": "int4"}, "precision"),
     ]
     for change, message in bad:
         with pytest.raises(CardError, match=message):
