@@ -204,7 +204,8 @@ def pretrain(recipe: PretrainRecipe, out: Path, resume: bool = False, max_minute
     stream = SceneStream(recipe, recipe.seed, net.encoder.patch_size)
     loader = torch.utils.data.DataLoader(stream, batch_size=recipe.batch_size,
                                          sampler=_Range(start * recipe.batch_size, recipe.iters * recipe.batch_size),
-                                         num_workers=1, persistent_workers=False, prefetch_factor=4)
+                                         num_workers=1, persistent_workers=False, prefetch_factor=4,
+                                         multiprocessing_context="spawn")  # fork after OpenMP can deadlock
     log = (out / "metrics.jsonl").open("a", encoding="utf-8")
     evaluation: dict[str, float] = {}
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
