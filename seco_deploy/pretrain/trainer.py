@@ -32,6 +32,7 @@ from torch import nn
 
 from seco_deploy.config import DataConfig
 from seco_deploy.data.io import atomic_path, atomic_write_text, file_sha256
+from seco_deploy.data.workers import worker_init_fn
 from seco_deploy.model.backbone import ViTBackbone
 from seco_deploy.pretrain.fractals import category_bank, render_scene
 from seco_deploy.pretrain.recipe import PretrainRecipe, RecipeError
@@ -205,7 +206,7 @@ def pretrain(recipe: PretrainRecipe, out: Path, resume: bool = False, max_minute
     loader = torch.utils.data.DataLoader(stream, batch_size=recipe.batch_size,
                                          sampler=_Range(start * recipe.batch_size, recipe.iters * recipe.batch_size),
                                          num_workers=1, persistent_workers=False, prefetch_factor=4,
-                                         multiprocessing_context="spawn")  # fork after OpenMP can deadlock
+                                         multiprocessing_context="spawn", worker_init_fn=worker_init_fn)
     log = (out / "metrics.jsonl").open("a", encoding="utf-8")
     evaluation: dict[str, float] = {}
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
