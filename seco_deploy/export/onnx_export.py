@@ -277,12 +277,24 @@ def _torchscript_export(graph: nn.Module, example: torch.Tensor, options: OnnxEx
     return onnx.load_from_string(buffer.getvalue())
 
 
+def save_onnx(model: Any, out: Path) -> dict[str, int]:
+    """Write ``model`` to ``out`` atomically (a reader never sees half a file); its node count per op type."""
+    import onnx
+
+    from seco_deploy.data.io import atomic_path
+
+    with atomic_path(out) as tmp:
+        onnx.save_model(model, str(tmp))
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
 def _finish(model: Any, out_path: str | Path, meta: ModelCard, options: OnnxExportOptions,
             output_names: list[str], nodes_before: int) -> ExportReport:
     """Rename axes, embed the card, check, write atomically; the report."""
     import onnx
-
-    from seco_deploy.data.io import atomic_path
 
     _rename_axes(model, output_names)
     meta = dataclasses.replace(
@@ -305,11 +317,7 @@ def _finish(model: Any, out_path: str | Path, meta: ModelCard, options: OnnxExpo
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"onnx.checker rejected the exported model: {exc}") from exc
     out = Path(out_path)
-    with atomic_path(out) as tmp:
-        onnx.save_model(model, str(tmp))
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    counts = save_onnx(model, out)
     return ExportReport(
         path=out,
         input_shape=list(meta.input_shape),

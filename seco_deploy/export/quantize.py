@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from seco_deploy.export.images import CalibrationSet
+from seco_deploy.export.onnx_export import save_onnx
 from seco_deploy.runtime.card import INPUT_NAME, ModelCard, embed_in_onnx
 
 __all__ = ["CALIB_METHODS", "Int8Options", "QuantizeReport", "quantize_onnx"]
@@ -139,8 +140,6 @@ def quantize_onnx(
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from seco_deploy.data.io import atomic_path
-
     options.validate()
     say = progress or (lambda _text: None)
     model = onnx.load(str(fp32_path))
@@ -182,10 +181,6 @@ def quantize_onnx(
     }})
     embed_in_onnx(qmodel, meta)
     out = Path(out_path)
-    with atomic_path(out) as tmp_out:
-        onnx.save_model(qmodel, str(tmp_out))
-    counts: dict[str, int] = {}
-    for node in qmodel.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    counts = save_onnx(qmodel, out)
     say(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {counts.get('QuantizeLinear', 0)} QuantizeLinear)")
     return QuantizeReport(out, out.stat().st_size, len(quantize), len(keep), counts)
