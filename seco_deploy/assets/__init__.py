@@ -40,13 +40,6 @@ def builtin_weights(spec: str) -> Path:
     return path
 
 
-def builtin_backbone(spec: str) -> str:
-    """The timm backbone name that ``builtin:NAME`` fits."""
-    builtin_weights(spec)
-    name = str(spec)[len(PREFIX):] if is_builtin(spec) else str(spec)
-    return BUILTIN[name][1]
-
-
 def shipped_ladder() -> dict[str, Any] | None:
     """The shipped ``ladder.json`` (see ``LADDER``), or None when this installation lacks it."""
     path = FOLDER / LADDER
