@@ -31,8 +31,9 @@ ALLOWED: dict[str, set[str]] = {
     "demo": {"root", "assets", "config", "console", "losses", "data", "model", "cam", "metrics", "runtime", "train",
              "infer", "export"},
     "pretrain": {"root", "config", "console", "data", "model", "assets"},
+    "bench": {"root", "config", "console", "data", "model", "cam", "metrics", "runtime", "infer", "export"},
     "cli": {"root", "config", "console", "losses", "data", "model", "cam", "metrics", "runtime", "train", "infer",
-            "export", "demo", "pretrain", "assets"},
+            "export", "demo", "pretrain", "assets", "bench"},
 }
 
 

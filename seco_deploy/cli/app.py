@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from seco_deploy import __version__
+from seco_deploy.cli import benchmark as benchmark_cmd
 from seco_deploy.cli import data as data_cmd
 from seco_deploy.cli import demo as demo_cmd
 from seco_deploy.cli import eval as eval_cmd
@@ -27,6 +28,7 @@ app.command("train")(train_cmd.train)
 app.command("export")(export_cmd.export)
 app.command("predict")(predict_cmd.predict)
 app.command("eval")(eval_cmd.evaluate)
+app.command("benchmark")(benchmark_cmd.benchmark)
 app.command("info")(info_cmd.info)
 app.command("demo")(demo_cmd.demo)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,14 +35,6 @@ def _rank_device(device: str) -> str:
     return str(resolve_device("auto")) if device == "auto" else device
 
 
-def _default_workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 2
-    return max(1, min(4, cpus // 2))
-
-
 def predict(
     source: str = typer.Argument(..., help="Folder, glob, single image, or .txt list of paths."),
     model: Path = typer.Option(..., "--model", help="Checkpoint (.pt), model.onnx or model.engine."),
@@ -68,7 +59,9 @@ def predict(
     workers: int | None = typer.Option(None, "--workers", help="Decoding processes (0: decode in this process)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
     amp: str = typer.Option("off", "--amp", help="off | bf16 | fp16 (autocast; PyTorch checkpoints)"),
-    threads: int | None = typer.Option(None, "--threads", help="PyTorch intra-op CPU threads (default: PyTorch's)."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="Intra-op CPU threads of the model (PyTorch or ONNX Runtime; default: every CPU)."
+    ),
     shard: str | None = typer.Option(None, "--shard", help="i/n: take the i-th (from 0) of n slices of the inputs."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include subfolders of a folder SOURCE."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo images whose outputs exist."),
@@ -81,7 +74,7 @@ def predict(
     from seco_deploy.data.datasets import DatasetError
     from seco_deploy.data.io import DEFAULT_MAX_PIXELS
     from seco_deploy.infer.manifest import RunMismatchError
-    from seco_deploy.infer.options import PredictOptions
+    from seco_deploy.infer.options import PredictOptions, default_threads, default_workers
     from seco_deploy.infer.predictor import Predictor
     from seco_deploy.infer.sources import SourceError, expand_source, parse_shard, select_shard, shard_from_env
     from seco_deploy.infer.tags import TagTable
@@ -89,10 +82,10 @@ def predict(
     from seco_deploy.runtime.errors import MissingRuntimeError
 
     torch.set_flush_denormal(True)
-    if threads is not None:
-        if threads < 1:
-            fail("--threads must be >= 1")
-        torch.set_num_threads(threads)
+    if threads is not None and threads < 1:
+        fail("--threads must be >= 1")
+    threads = threads if threads is not None else default_threads()
+    torch.set_num_threads(threads)
     parsed_scales = _parse_scales(scales)
     if mode not in ("mask", "pseudo"):
         fail(f"--mode {mode!r}: choose mask or pseudo")
@@ -107,7 +100,7 @@ def predict(
     if shard_spec is not None:
         items = select_shard(items, *shard_spec)
     try:
-        backend, info = open_backend(model, device=_rank_device(device), amp=amp)
+        backend, info = open_backend(model, device=_rank_device(device), amp=amp, threads=threads)
     except MissingRuntimeError as exc:
         fail(str(exc), EXIT_MISSING_RUNTIME)
     except ValueError as exc:
@@ -121,7 +114,7 @@ def predict(
         mode=mode, scales=parsed_scales, flip=flip, base_size=size, resize=resize, crf=crf, refine=refine,
         tags=tag_table, cls_threshold=cls_threshold, bkg_thre=bkg_thre, overlay=overlay, save_probs=save_probs,
         probs_scale=probs_scale, save_cam=save_cam, batch=batch if batch is not None else default_batch,
-        workers=workers if workers is not None else _default_workers(), overwrite=overwrite,
+        workers=workers if workers is not None else default_workers(), overwrite=overwrite,
         max_pixels=max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS,
     )
     try:

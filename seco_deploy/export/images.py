@@ -40,18 +40,18 @@ class CalibrationSet:
             yield np.ascontiguousarray(self.inputs[start : start + size].numpy())
 
 
-def image_files(folder: str | Path) -> list[Path]:
+def image_files(folder: str | Path, option: str = "--calib") -> list[Path]:
     """The images of ``folder``: ``JPEGImages/`` of a VOC-layout set when present, else the folder's own
-    image files (recursively), sorted by path."""
+    image files (recursively), sorted by path. ``option`` names the folder in errors."""
     from seco_deploy.data.io import IMAGE_EXTENSIONS
 
     root = Path(folder)
     if not root.is_dir():
-        raise ValueError(f"--calib {root} is not a folder; give a folder of images (or a VOC-layout dataset)")
+        raise ValueError(f"{option} {root} is not a folder; give a folder of images (or a VOC-layout dataset)")
     base = root / "JPEGImages" if (root / "JPEGImages").is_dir() else root
     files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise ValueError(f"--calib {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise ValueError(f"{option} {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return files
 
 

@@ -10,15 +10,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from seco_deploy.data.io import DEFAULT_MAX_PIXELS
+from seco_deploy.runtime.device import available_cpus
 
 if TYPE_CHECKING:
     from seco_deploy.infer.tags import TagTable
 
-__all__ = ["MODES", "REFINES", "RESIZES", "PredictOptions"]
+__all__ = ["MODES", "REFINES", "RESIZES", "PredictOptions", "default_threads", "default_workers"]
 
 MODES = ("mask", "pseudo")
 REFINES = ("none", "par", "crf")
 RESIZES = ("square", "keep")
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """Decoding processes when ``--workers`` is not given: half the CPUs this process may use, 1 to 4."""
+    cpus = available_cpus() if cpus is None else cpus
+    return max(1, min(4, cpus // 2))
+
+
+def default_threads(cpus: int | None = None) -> int:
+    """The model's intra-op CPU threads when ``--threads`` is not given: every CPU this process may use."""
+    return available_cpus() if cpus is None else cpus
 
 
 @dataclass

@@ -11,7 +11,8 @@ images with the same network input shapes (as Ultralytics' predictor)::
 - :meth:`Predictor.preprocess`: sorts the group, moves it to the device as float runs
   (:func:`seco_deploy.infer.tta.stack_runs`);
 - :meth:`Predictor.infer`: for each scale the normalised input with its flips
-  (:class:`~seco_deploy.infer.tta.Normaliser`), the backend in chunks of at most ``max_batch``,
+  (:class:`~seco_deploy.infer.tta.Normaliser`), the backend in chunks of at most ``max_batch``
+  (:meth:`Predictor.forward`, the model alone),
   and the TTA fusion of :mod:`seco_deploy.infer.tta` (decoder logits per scale; CAMs fused,
   summed and normalised; image logits averaged); the image-level labels (tags, else the
   classifier above ``cls_threshold``);
@@ -198,7 +199,7 @@ class Predictor:
         cam_sum = cls_sum = None
         cam_base = self.input_size(batch.base_hw, 1.0)
         for scale in self.scales:
-            out = self._forward(self.network_input(batch, scale))
+            out = self.forward(self.network_input(batch, scale))
             if self.mode == "mask":
                 fused.segs.append(out["seg"][:b] + out["seg"][b:].flip(-1) if flip else out["seg"])
             if self.need_cam:
@@ -383,7 +384,7 @@ class Predictor:
         for key in list(groups):
             yield groups.pop(key)
 
-    def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run the backend in chunks of at most ``max_batch`` (padding a static batch axis)."""
         limit = self.info.max_batch or x.shape[0]
         static_n = self.info.input_shape[0] if self.info.input_shape[0] != -1 else None

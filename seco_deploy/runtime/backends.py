@@ -244,8 +244,13 @@ class TorchBackend(Backend):
         self.net = None  # type: ignore[assignment]
 
 
-def open_backend(path: str | Path, device: str = "auto", amp: str = "off") -> tuple[Backend, ModelInfo]:
-    """Open a model file with the backend of its kind; returns ``(backend, backend.info)``."""
+def open_backend(path: str | Path, device: str = "auto", amp: str = "off",
+                 threads: int | None = None) -> tuple[Backend, ModelInfo]:
+    """Open a model file with the backend of its kind; returns ``(backend, backend.info)``.
+
+    ``threads``: ONNX Runtime's intra-op CPU threads (None: every CPU); PyTorch's are the process's
+    (``torch.set_num_threads``), TensorRT has none.
+    """
     p = Path(path)
     kind = model_kind(p)
     if not p.is_file():
@@ -257,7 +262,8 @@ def open_backend(path: str | Path, device: str = "auto", amp: str = "off") -> tu
     except (ImportError, AttributeError) as exc:
         raise BackendError(f"the {class_name} backend for {kind} files is not available in this build ({exc})") from exc
     try:
-        backend = backend_cls(p, device=device, amp=amp)
+        extra = {"threads": threads} if kind == "onnx" and threads is not None else {}
+        backend = backend_cls(p, device=device, amp=amp, **extra)
     except FileNotFoundError as exc:
         raise BackendError(str(exc)) from exc
     return backend, backend.info
