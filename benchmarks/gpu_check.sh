@@ -3,7 +3,8 @@
 #   synthetic data -> a few training iterations with AMP on CUDA -> ONNX export (fp32 and fp16)
 #   with parity checks -> TensorRT engines (fp32 and fp16) with parity checks on the GPU, where
 #   TensorRT is installed -> `seco predict` with the checkpoint, the ONNX model and the engines
-#   -> mask agreement between backends -> the TensorRT GPU tests. Prints every figure.
+#   -> mask agreement between backends -> `seco benchmark` (every format side by side) -> the
+#   TensorRT GPU tests. Prints every figure.
 #
 # Usage (from anywhere):  benchmarks/gpu_check.sh [WORK_DIR]
 #   PYTHON=/path/to/python   interpreter with seco-deploy installed (default: .venv/bin/python)
@@ -148,6 +149,11 @@ for mode in ("mask", "pseudo"):
         share = same / total if total else float("nan")
         print(f"{mode:6s} {other.name:28s} {share:.4%} of {total} pixels equal to PyTorch fp32")
 EOF
+
+# --- every format side by side on the same images (formats this machine cannot run are rows saying why)
+run "seco benchmark on $DEVICE" "${SECO[@]}" benchmark --model "$CKPT" --data "$WORK/data" --images 48 \
+  --device "$DEVICE" --out "$WORK/benchmark" --timeout 240
+[ -f "$WORK/benchmark/benchmark.md" ] && cat "$WORK/benchmark/benchmark.md"
 
 say "parity figures (max |diff|, argmax agreement)"
 "$PY" - "$WORK" <<'EOF'

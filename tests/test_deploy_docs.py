@@ -44,7 +44,8 @@ def test_every_recipe_is_documented_and_every_documented_file_exists(docs: str) 
 
 def test_build_targets_and_arguments_match_the_dockerfile(docs: str) -> None:
     dockerfile = read_dockerfile()
-    targets = set(re.findall(r"--target ([\w.-]+)", docs))
+    # build targets as `docker build` uses them (`seco export --target` is another option)
+    targets = set(re.findall(r"docker (?:build|buildx build)[^\n]*?--target ([\w.-]+)", docs))
     assert {"cpu", "gpu"} <= targets and targets <= set(dockerfile.stages)
     defaults = dict(dockerfile.global_args)
     for stage in dockerfile.stages.values():

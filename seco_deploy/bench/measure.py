@@ -157,8 +157,8 @@ def measure(spec: MeasureSpec, progress: Any = None) -> dict[str, Any]:
     n = len(items)
     out = Path(spec.out)
 
-    say(f"warm-up on {min(n, 2 * batch)} image(s)")
-    predictor.run(items[: min(n, 2 * batch)], out / "warmup")
+    say(f"warm-up on {min(n, batch)} image(s)")
+    predictor.run(items[: min(n, batch)], out / "warmup")
     say(f"end to end: {n} image(s), batch {batch}, {workers} decoding worker(s), {threads} thread(s)")
     backend.seconds = 0.0
     summary = predictor.run(items, out / "predict")
