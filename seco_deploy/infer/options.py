@@ -28,9 +28,13 @@ def default_workers(cpus: int | None = None) -> int:
     return max(1, min(4, cpus // 2))
 
 
-def default_threads(cpus: int | None = None) -> int:
-    """The model's intra-op CPU threads when ``--threads`` is not given: every CPU this process may use."""
-    return available_cpus() if cpus is None else cpus
+def default_threads() -> int:
+    """The model's intra-op CPU threads when ``--threads`` is not given, for PyTorch and ONNX Runtime
+    alike: PyTorch's own choice (``OMP_NUM_THREADS`` when set, else one per physical core this
+    process may use), read before anything in the process changes it."""
+    import torch
+
+    return max(1, torch.get_num_threads())
 
 
 @dataclass
