@@ -159,3 +159,14 @@ def test_cli_exit_codes_for_bad_options_and_failed_rows(tiny, tmp_path, monkeypa
     result = invoke(["benchmark", "--model", checkpoint, "--data", data, "--formats", "torch", "--images", 2,
                      "--out", tmp_path / "r"])
     assert result.exit_code == EXIT_PARTIAL and said(result, "failed: torch: the worker ended: exit 1")
+
+
+def test_a_runtime_missing_in_the_worker_is_an_unavailable_row(tiny, tmp_path, monkeypatch) -> None:
+    checkpoint, data = tiny
+    says = ("import json, sys; open(sys.argv[-1], 'w').write(json.dumps("
+            "{'unavailable': 'ONNX Runtime here has no CUDA provider'}))")
+    monkeypatch.setattr(runner_module, "worker_command", lambda fmt: [sys.executable, "-c", says])
+    request = BenchmarkRequest(checkpoint=checkpoint, data=data, formats="torch", out=tmp_path / "r", device="cpu",
+                               **FAST)
+    row = Benchmark(request).run().rows[0]
+    assert row.status == "unavailable" and "no CUDA provider" in row.reason

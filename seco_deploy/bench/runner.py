@@ -209,6 +209,8 @@ class Benchmark:
         if exported.cached:
             self.say(f"  {fmt.name}: cached {exported.path}")
         result = self.measure(fmt, exported.path, files, masks)
+        if "unavailable" in result:
+            return Row(fmt.name, fmt.label, "unavailable", result["unavailable"])
         if "error" in result:
             return Row(fmt.name, fmt.label, "failed", result["error"])
         if fmt.is_reference:
