@@ -23,9 +23,11 @@ RESIZES = ("square", "keep")
 
 
 def default_workers(cpus: int | None = None) -> int:
-    """Decoding processes when ``--workers`` is not given: half the CPUs this process may use, 1 to 4."""
+    """Decoding processes when ``--workers`` is not given: half the CPUs this process may use, 1 to 4;
+    none (decoding in the main process, between batches) on 2 CPUs or fewer, where a decoding
+    process takes its core from the model's threads (measured: ``benchmarks/predict.py``)."""
     cpus = available_cpus() if cpus is None else cpus
-    return max(1, min(4, cpus // 2))
+    return 0 if cpus <= 2 else min(4, cpus // 2)
 
 
 def default_threads() -> int:

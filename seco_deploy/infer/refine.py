@@ -23,11 +23,19 @@ __all__ = ["PseudoRefiner", "argmax_uint8", "crf_mask"]
 def argmax_uint8(scores: torch.Tensor) -> np.ndarray:
     """Argmax over the channel axis of (K, H, W) scores as a uint8 (H, W) array.
 
-    On the CPU NumPy's argmax is used: PyTorch's reduction over the outer axis is 5-10x slower.
+    Ties go to the lowest index, as ``argmax`` does. On the CPU a running maximum over the K
+    channels (K elementwise passes, multi-threaded) replaces the reduction over the outer axis,
+    which is slower in PyTorch (5-10x) and single-threaded in NumPy (about 2x here for K = 7).
     """
-    if scores.device.type == "cpu":
-        return scores.float().numpy().argmax(0).astype(np.uint8)
-    return scores.argmax(0).to(torch.uint8).cpu().numpy()
+    if scores.device.type != "cpu":
+        return scores.argmax(0).to(torch.uint8).cpu().numpy()
+    scores = scores.float()
+    best = scores[0].clone()
+    index = torch.zeros(scores.shape[1:], dtype=torch.uint8)
+    for k in range(1, scores.shape[0]):
+        index.masked_fill_(scores[k] > best, k)
+        torch.maximum(best, scores[k], out=best)
+    return index.numpy()
 
 
 def crf_mask(image: np.ndarray, probs: torch.Tensor, iters: int | None, implementation: str = "auto") -> np.ndarray:
