@@ -11,7 +11,7 @@ model's TTA scales and flip, batch, decoding workers, threads: :mod:`seco_deploy
   ``repeats``; ``forward share`` is the fraction of the end-to-end run spent inside forward;
 - **latency**: batch 1, one image at a time through preprocess, infer and postprocess (no decode,
   no write): the median and 95th percentile over ``latency_images`` images, after one warm-up;
-- **memory**: this process's peak resident set (``ru_maxrss``) at the end; on a GPU also the peak
+- **memory**: this process's peak resident set (``VmHWM``) at the end; on a GPU also the peak
   memory PyTorch's allocator reserved (PyTorch formats) or the device memory in use after the run
   beyond what it was before the model was opened (other runtimes);
 - **accuracy**: mIoU (points) of the written masks against the ground truth when the set has masks,
@@ -112,6 +112,15 @@ def open_format(fmt: Format, model: str | Path, device: str, threads: int | None
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident set in MiB: ``VmHWM`` of ``/proc/self/status`` (its own, from its
+    exec on), else ``ru_maxrss`` (which on Linux carries the parent's peak over fork and exec)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
