@@ -64,15 +64,16 @@ def test_table_and_markdown_from_rows() -> None:
         Row("torch", "PyTorch fp32", "measured", miou=41.234, e2e_ips=10.0, model_ips=12.5, latency_p50_ms=80.0,
             latency_p95_ms=95.0, peak_rss_mb=700.0, file_mb=22.0, export_seconds=0.0),
         Row("onnx-int8", "ONNX Runtime int8", "measured", miou=40.5, agreement=0.98765, e2e_ips=20.0,
-            model_ips=30.0, latency_p50_ms=40.0, latency_p95_ms=50.0, peak_rss_mb=600.0, file_mb=6.0,
+            model_ips=30.0, model_gflops=37.5, latency_p50_ms=40.0, latency_p95_ms=50.0, peak_rss_mb=600.0, file_mb=6.0,
             export_seconds=31.0, export_cached=True, parity_passed=False),
         Row("trt-fp16", "TensorRT fp16", "unavailable", "no CUDA GPU here"),
     ]
     result = BenchmarkResult(rows, {"cpu": "test"}, {"images": 3})
     cells = table_rows(result)
-    assert cells[0][:4] == ["torch", "41.23", "-", "10.00"]
-    assert cells[1][2] == "98.77%" and cells[1][9] == "31.0 (cached)" and "do not deploy" in cells[1][10]
-    assert cells[2][1:10] == ["-"] * 9 and cells[2][10] == "unavailable: no CUDA GPU here"
+    assert cells[0][:6] == ["torch", "41.23", "-", "10.00", "12.50", "-"]
+    assert cells[1][5] == "37.5"
+    assert cells[1][2] == "98.77%" and cells[1][10] == "31.0 (cached)" and "do not deploy" in cells[1][11]
+    assert cells[2][1:11] == ["-"] * 10 and cells[2][11] == "unavailable: no CUDA GPU here"
     md = to_markdown(result)
     assert "| trt-fp16 | - |" in md and "- images: 3" in md
     payload = json.loads(result.to_json())
@@ -92,6 +93,8 @@ def test_benchmark_table_on_a_tiny_model(tiny, tmp_path) -> None:
     assert 0 <= torch_row["miou"] <= 100 and torch_row["e2e_ips"] > 0 and torch_row["model_ips"] > 0
     assert torch_row["latency_p50_ms"] <= torch_row["latency_p95_ms"]
     assert torch_row["peak_rss_mb"] > 0 and torch_row["details"]["threads"] == 1
+    flops = torch_row["details"]["flops_per_image"]  # the tiny ViT's forward with its flip, counted
+    assert flops > 0 and torch_row["model_gflops"] == pytest.approx(torch_row["model_ips"] * flops / 1e9)
     assert trt_row["status"] == "unavailable" and trt_row["note"]
     assert (tmp_path / "report" / "benchmark.md").read_text(encoding="utf-8").count("| torch |") == 1
     masks = sorted((tmp_path / "report" / "runs" / "torch" / "predict" / "masks").iterdir())
@@ -105,11 +108,14 @@ def test_onnx_row_agrees_with_pytorch_and_its_export_is_cached(tiny, tmp_path) -
     rows = Benchmark(request).run().rows
     assert [r.status for r in rows] == ["measured", "measured"], [r.reason for r in rows]
     assert rows[1].agreement > 0.99 and abs(rows[1].miou - rows[0].miou) < 1.0
+    assert rows[1].details["flops_per_image"] == rows[0].details["flops_per_image"]  # one network, PyTorch's count
+    assert rows[1].model_gflops == pytest.approx(rows[1].model_ips * rows[0].details["flops_per_image"] / 1e9)
     assert not rows[1].export_cached and rows[1].parity_passed
     again = Benchmark(BenchmarkRequest(checkpoint=checkpoint, data=data, formats="onnx", out=tmp_path / "r2",
                                        device="cpu", **FAST)).run().rows[0]
     assert again.export_cached and again.export_seconds == pytest.approx(rows[1].export_seconds, abs=1e-3)
     assert again.agreement is None  # no PyTorch row in this run: nothing to agree with
+    assert again.model_gflops is None  # nor a FLOP count
 
 
 def test_export_cache_is_refreshed_when_the_checkpoint_changes(tiny, tmp_path, monkeypatch) -> None:

@@ -9,6 +9,9 @@ model's TTA scales and flip, batch, decoding workers, threads: :mod:`seco_deploy
 - **model alone**: the backend's forward (:meth:`Predictor.forward`) on exactly the inputs that run
   feeds it (the same batches, scales and flips) for up to ``bare_images`` images, best of
   ``repeats``; ``forward share`` is the fraction of the end-to-end run spent inside forward;
+- **FLOPs per image** (PyTorch formats): those inputs' forward counted by
+  ``torch.utils.flop_counter`` (matmuls, convolutions, attention; 2 per multiply-add) over the
+  images, so that model images/s x FLOPs per image is the model's achieved FLOP/s;
 - **latency**: batch 1, one image at a time through preprocess, infer and postprocess (no decode,
   no write): the median and 95th percentile over ``latency_images`` images, after one warm-up;
 - **memory**: this process's peak resident set (``VmHWM``) at the end; on a GPU also the peak
@@ -195,6 +198,14 @@ def measure(spec: MeasureSpec, progress: Any = None) -> dict[str, Any]:
         _sync(backend.device)
         bare_times.append(time.perf_counter() - start)
     model_ips = len(decoded) / min(bare_times)
+    flops_per_image = None
+    if fmt.runtime == "torch":
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            for x in inputs:
+                predictor.forward(x)
+        flops_per_image = counter.get_total_flops() / len(decoded)
     del inputs
 
     # batch-1 latency of preprocess + infer + postprocess
@@ -220,6 +231,7 @@ def measure(spec: MeasureSpec, progress: Any = None) -> dict[str, Any]:
         "load_seconds": round(load_seconds, 3),
         "e2e_ips": n / e2e_seconds if e2e_seconds > 0 else float("nan"),
         "model_ips": model_ips,
+        "flops_per_image": flops_per_image,
         "forward_share": forward_share,
         "latency_p50_ms": _percentile(latencies, 50),
         "latency_p95_ms": _percentile(latencies, 95),

@@ -4,7 +4,8 @@ A row is ``measured`` (figures), ``unavailable`` (this machine cannot run the fo
 says why: a runtime not installed, no GPU) or ``failed`` (the format should run here but its
 export or its worker did not finish; ``reason`` says how, e.g. ``crashed: signal 11 (SIGSEGV)``).
 Columns (see :mod:`seco_deploy.bench.measure` for how each is measured): mIoU against the masks,
-pixel agreement with PyTorch fp32, images/s end to end and for the model alone, batch-1 latency
+pixel agreement with PyTorch fp32, images/s end to end and for the model alone (and the model's
+achieved GFLOP/s: its images/s x the FLOPs per image counted on the PyTorch format), batch-1 latency
 p50 / p95, peak resident memory (and GPU memory on a GPU), the model file's size and the seconds
 its export took (``cached`` when it was reused).
 """
@@ -31,6 +32,7 @@ class Row:
     agreement: float | None = None
     e2e_ips: float | None = None
     model_ips: float | None = None
+    model_gflops: float | None = None  # model_ips x the FLOPs per image PyTorch counted
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     peak_rss_mb: float | None = None
@@ -79,7 +81,7 @@ class BenchmarkResult:
         return json.dumps(clean(payload), indent=2) + "\n"
 
 
-COLUMNS = ("format", "mIoU", "agree", "img/s", "model img/s", "p50 ms", "p95 ms", "peak RSS MB", "file MB",
+COLUMNS = ("format", "mIoU", "agree", "img/s", "model img/s", "GFLOP/s", "p50 ms", "p95 ms", "peak RSS MB", "file MB",
            "export s", "note")
 
 
@@ -100,7 +102,8 @@ def table_rows(result: BenchmarkResult) -> list[list[str]]:
         export = _num(r.export_seconds, 1) + (" (cached)" if r.export_cached else "")
         out.append([
             r.format, _num(r.miou, 2), "-" if r.agreement is None else f"{100 * r.agreement:.2f}%",
-            _num(r.e2e_ips, 2), _num(r.model_ips, 2), _num(r.latency_p50_ms, 1), _num(r.latency_p95_ms, 1), rss,
+            _num(r.e2e_ips, 2), _num(r.model_ips, 2), _num(r.model_gflops, 1), _num(r.latency_p50_ms, 1),
+            _num(r.latency_p95_ms, 1), rss,
             _num(r.file_mb, 1), export, r.note,
         ])
     return out
@@ -116,7 +119,8 @@ def to_markdown(result: BenchmarkResult) -> str:
     for cells in table_rows(result):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "img/s: end to end (decode, TTA, argmax, PNG writing); model img/s: the model's forward alone on "
-              "the same inputs; p50/p95: batch-1 latency without decode and write; agree: pixel agreement of the "
-              "masks with PyTorch fp32; export s: seconds the export took ((cached): the file was reused, the "
-              "seconds are those of its export).", ""]
+              "the same inputs; GFLOP/s: the model's, its images/s x the FLOPs per image counted on the PyTorch "
+              "format (- when no PyTorch format ran); p50/p95: batch-1 latency without decode and write; agree: pixel "
+              "agreement of the masks with PyTorch fp32; export s: seconds the export took ((cached): the file was "
+              "reused, the seconds are those of its export).", ""]
     return "\n".join(lines)

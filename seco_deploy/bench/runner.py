@@ -121,6 +121,7 @@ class Benchmark:
         self.cache = cache_folder(request.checkpoint, request.cache)
         self.out = Path(request.out) if request.out is not None else self.cache
         self.reference: Path | None = None
+        self.flops_per_image: float | None = None  # counted by the first PyTorch format measured
 
     def say(self, text: str) -> None:
         if self.progress is not None:
@@ -215,15 +216,20 @@ class Benchmark:
             return Row(fmt.name, fmt.label, "failed", result["error"])
         if fmt.is_reference:
             self.reference = self.out / "runs" / fmt.name / "predict" / "masks"
+        if result.get("flops_per_image") and self.flops_per_image is None:
+            self.flops_per_image = float(result["flops_per_image"])
+        gflops = None if self.flops_per_image is None else result["model_ips"] * self.flops_per_image / 1e9
         parity = exported.parity
         keys = ("batch", "workers", "threads", "scales", "flip", "forward_share", "load_seconds", "providers")
         return Row(
             fmt.name, fmt.label, "measured", miou=result["miou"], agreement=result["agreement"],
-            e2e_ips=result["e2e_ips"], model_ips=result["model_ips"], latency_p50_ms=result["latency_p50_ms"],
+            e2e_ips=result["e2e_ips"], model_ips=result["model_ips"], model_gflops=gflops,
+            latency_p50_ms=result["latency_p50_ms"],
             latency_p95_ms=result["latency_p95_ms"], peak_rss_mb=result["peak_rss_mb"], gpu_mb=result["gpu_mb"],
             file_mb=exported.path.stat().st_size / 2**20, export_seconds=exported.seconds,
             export_cached=exported.cached, parity_passed=None if parity is None else bool(parity.get("passed")),
-            details={k: result[k] for k in keys if k in result} | {"file": str(exported.path)},
+            details={k: result[k] for k in keys if k in result}
+            | {"file": str(exported.path), "flops_per_image": self.flops_per_image},
         )
 
     def run(self) -> BenchmarkResult:
