@@ -146,3 +146,15 @@ def test_a_failing_batch_is_retried_image_by_image(tmp_path: Path) -> None:
     assert summary.failures[0][0].endswith("b.png")
     assert summary.failures[0][1] == "prediction failed: RuntimeError: out of memory (simulated)"
     assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["a.png", "c.png"]
+
+
+def test_cpu_session_options() -> None:
+    pytest.importorskip("onnxruntime")
+    from seco_deploy.runtime.onnx_backend import cpu_session_options
+
+    so = cpu_session_options(threads=3, opt_level="basic")
+    assert so.intra_op_num_threads == 3 and so.inter_op_num_threads == 1
+    assert so.get_session_config_entry("session.set_denormal_as_zero") == "1"
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # threads sleep between runs
+    with pytest.raises(ValueError, match="choose one of"):
+        cpu_session_options(opt_level="fast")
