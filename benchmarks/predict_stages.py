@@ -5,11 +5,12 @@ With the predictor's public stages (:mod:`seco_deploy.infer.predictor`) on ``--i
 ``--batch``, ``--threads`` torch threads, per round:
 
 - ``decode``: ``read_image`` of every image;
-- ``preprocess``: :meth:`Predictor.preprocess` and :meth:`Predictor.network_input` (resize to the
-  crop, flip, normalise);
-- ``forward``: :meth:`Predictor.forward`, the model alone;
-- ``postprocess``: the flip fusion, upsampling to the image's size and the argmax
-  (:meth:`Predictor.postprocess`);
+- ``preprocess``: :meth:`Predictor.preprocess` (the batch as float runs);
+- ``forward``: the backend's calls inside :meth:`Predictor.infer`, the model alone
+  (:class:`~seco_deploy.bench.measure.TimedBackend`);
+- ``inputs+fusion``: the rest of :meth:`Predictor.infer` (resize to the crop, flip, normalise; the
+  TTA fusion of the outputs);
+- ``postprocess``: upsampling to the image's size and the argmax (:meth:`Predictor.postprocess`);
 - ``write``: :meth:`Predictor.write` (the palette PNG, atomic and fsync'ed, and the manifest record).
 
 It prints ms per image for each and the bound they set: when nothing overlaps the model, end to
@@ -40,13 +41,14 @@ def main() -> None:
 
     import torch
 
+    from seco_deploy.bench.measure import TimedBackend
     from seco_deploy.config import preset
     from seco_deploy.data.io import read_image
     from seco_deploy.data.synth import synthesize
     from seco_deploy.infer.decode import Decoded
     from seco_deploy.infer.options import PredictOptions, default_threads
     from seco_deploy.infer.outputs import OutputPaths
-    from seco_deploy.infer.predictor import Fused, Predictor
+    from seco_deploy.infer.predictor import Predictor
     from seco_deploy.infer.sources import expand_source
     from seco_deploy.runtime.backends import TorchBackend
     from seco_deploy.train.checkpoint import build_inference_checkpoint
@@ -59,7 +61,7 @@ def main() -> None:
         threads = args.threads or default_threads()
         torch.set_flush_denormal(True)
         torch.set_num_threads(threads)
-        backend = TorchBackend(ckpt, device="cpu", amp=args.amp)
+        backend = TimedBackend(TorchBackend(ckpt, device="cpu", amp=args.amp))
         predictor = Predictor(backend, backend.info, PredictOptions(batch=args.batch, workers=0, overwrite=True))
         items = expand_source(str(work / "data" / "JPEGImages"))[: args.images]
         out = work / "out"
@@ -67,30 +69,30 @@ def main() -> None:
         print(f"{len(items)} images, batch {args.batch}, {threads} thread(s), amp {args.amp}, "
               f"scales {predictor.scales}, flip {predictor.options.flip}", flush=True)
         for _ in range(args.rounds):
-            seconds = dict.fromkeys(("decode", "preprocess", "forward", "postprocess", "write"), 0.0)
+            seconds = dict.fromkeys(("decode", "preprocess", "forward", "inputs+fusion", "postprocess", "write"),
+                                    0.0)
             for start in range(0, len(items), args.batch):
                 group = items[start : start + args.batch]
                 t0 = time.perf_counter()
                 decoded = [Decoded(i, torch.from_numpy(read_image(it.path)), 0.0) for i, it in enumerate(group)]
                 t1 = time.perf_counter()
                 batch = predictor.preprocess(decoded)
-                inputs = [predictor.network_input(batch, s) for s in predictor.scales]
                 t2 = time.perf_counter()
-                with torch.inference_mode():
-                    outs = [predictor.forward(x) for x in inputs]
+                backend.seconds = 0.0
+                fused = predictor.infer(batch)
                 t3 = time.perf_counter()
-                n = len(decoded)
-                flip = predictor.options.flip
-                fused = Fused(segs=[o["seg"][:n] + o["seg"][n:].flip(-1) if flip else o["seg"] for o in outs])
                 results = predictor.postprocess(batch, fused)
                 t4 = time.perf_counter()
                 for sample, result in results:
                     item = group[sample.index]
                     predictor.write(item, OutputPaths.for_name(out, item.name), out, None, result, 0.0)
                 t5 = time.perf_counter()
-                for key, a, b in (("decode", t0, t1), ("preprocess", t1, t2), ("forward", t2, t3),
-                                  ("postprocess", t3, t4), ("write", t4, t5)):
-                    seconds[key] += b - a
+                seconds["decode"] += t1 - t0
+                seconds["preprocess"] += t2 - t1
+                seconds["forward"] += backend.seconds
+                seconds["inputs+fusion"] += t3 - t2 - backend.seconds
+                seconds["postprocess"] += t4 - t3
+                seconds["write"] += t5 - t4
             per = {k: 1000 * v / len(items) for k, v in seconds.items()}
             rest = sum(per.values()) - per["forward"]
             print("  " + ", ".join(f"{k} {v:.2f}" for k, v in per.items())

@@ -103,8 +103,7 @@ def table_rows(result: BenchmarkResult) -> list[list[str]]:
         out.append([
             r.format, _num(r.miou, 2), "-" if r.agreement is None else f"{100 * r.agreement:.2f}%",
             _num(r.e2e_ips, 2), _num(r.model_ips, 2), _num(r.model_gflops, 1), _num(r.latency_p50_ms, 1),
-            _num(r.latency_p95_ms, 1), rss,
-            _num(r.file_mb, 1), export, r.note,
+            _num(r.latency_p95_ms, 1), rss, _num(r.file_mb, 1), export, r.note,
         ])
     return out
 

@@ -224,8 +224,8 @@ class Benchmark:
         return Row(
             fmt.name, fmt.label, "measured", miou=result["miou"], agreement=result["agreement"],
             e2e_ips=result["e2e_ips"], model_ips=result["model_ips"], model_gflops=gflops,
-            latency_p50_ms=result["latency_p50_ms"],
-            latency_p95_ms=result["latency_p95_ms"], peak_rss_mb=result["peak_rss_mb"], gpu_mb=result["gpu_mb"],
+            latency_p50_ms=result["latency_p50_ms"], latency_p95_ms=result["latency_p95_ms"],
+            peak_rss_mb=result["peak_rss_mb"], gpu_mb=result["gpu_mb"],
             file_mb=exported.path.stat().st_size / 2**20, export_seconds=exported.seconds,
             export_cached=exported.cached, parity_passed=None if parity is None else bool(parity.get("passed")),
             details={k: result[k] for k in keys if k in result}
