@@ -1,4 +1,4 @@
-"""`seco pretrain`: a pretrained ViT encoder from fractal scenes, for `seco train --pretrained`."""
+"""`seco pretrain`: a pretrained ViT encoder from rendered scenes, for `seco train --pretrained`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def _say(text: str) -> None:
 
 def pretrain(
     out: Path = typer.Argument(..., help="Run folder: last.pt, metrics.jsonl, weights.safetensors, card.json."),
+    source: str | None = typer.Option(None, "--source", help="fractals (objects on noise, default) | regions "
+                                      "(objects on textured regions that are categories of their own)."),
     iters: int | None = typer.Option(None, "--iters", help="Iterations (default 2000)."),
     batch: int | None = typer.Option(None, "--batch", help="Images per iteration (default 32)."),
     size: int | None = typer.Option(None, "--size", help="Image side in pixels (default 112)."),
@@ -28,6 +30,8 @@ def pretrain(
 ) -> None:
     """Pretrain the encoder on rendered fractal scenes (formula-driven, no dataset images).
 
+    `--source regions` lays the fractals on textured regions whose textures are labels too.
+
     The weights file OUT/weights.safetensors loads with `seco train --pretrained FILE`; the
     project ships one as `builtin:vit-tiny-fractal` (docs/method.md, "Pretrained start").
     """
@@ -35,8 +39,8 @@ def pretrain(
     from seco_deploy.pretrain import pretrain as run_pretrain
 
     pairs = list(set_)
-    for key, value in (("iters", iters), ("batch_size", batch), ("image_size", size), ("supervision", supervision),
-                       ("seed", seed)):
+    for key, value in (("source", source), ("iters", iters), ("batch_size", batch), ("image_size", size),
+                       ("supervision", supervision), ("seed", seed)):
         if value is not None:
             pairs.append(f"{key}={value}")
     try:

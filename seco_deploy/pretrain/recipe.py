@@ -1,7 +1,9 @@
 """The pretraining recipe: every setting of a ``seco pretrain`` run, typed and checked.
 
 A run is a pure function of its recipe: image ``i`` of iteration ``t`` is scene
-``t * batch + i`` of the stream ``seed`` (:mod:`.fractals`), so resuming at iteration t sees
+``t * batch + i`` of the stream ``seed`` (``source``: ``fractals``, fractal objects on unlabelled
+noise, :mod:`.fractals`; ``regions``, fractal objects on textured regions that are categories of
+their own, :mod:`.regions`), so resuming at iteration t sees
 exactly the images an uninterrupted run would. The recipe is stored in the run's checkpoint and
 in the weights file's metadata; resuming with a different recipe is refused.
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SUPERVISION = ("image", "dense")
+SOURCES = ("fractals", "regions")
 
 
 class RecipeError(ValueError):
@@ -36,8 +39,11 @@ class RecipeError(ValueError):
 class PretrainRecipe:
     backbone: str = "vit_tiny_patch16_224"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    source: str = "fractals"
     categories: int = 8
     max_objects: int = 3
+    textures: int = 8
+    max_regions: int = 3
     image_size: int = 112
     supervision: str = "dense"
     patch_weight: float = 1.0
@@ -61,6 +67,10 @@ class PretrainRecipe:
                 raise RecipeError(f"pretrain {name} must be >= 1, got {getattr(self, name)}")
         if self.supervision not in SUPERVISION:
             raise RecipeError(f"pretrain supervision must be one of {', '.join(SUPERVISION)}, got {self.supervision!r}")
+        if self.source not in SOURCES:
+            raise RecipeError(f"pretrain source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if self.textures < 1 or self.max_regions < 1:
+            raise RecipeError("pretrain textures and max_regions must be >= 1")
         if self.categories < self.max_objects:
             raise RecipeError(f"pretrain categories ({self.categories}) must be >= max_objects ({self.max_objects})")
         if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1 or self.weight_decay < 0 or self.patch_weight < 0:
@@ -68,6 +78,11 @@ class PretrainRecipe:
         if self.warmup_iters < 0 or self.warmup_iters >= self.iters:
             raise RecipeError(f"pretrain warmup_iters must be in [0, iters={self.iters}), got {self.warmup_iters}; "
                               "lower it with --set warmup_iters=N")
+
+    @property
+    def classes(self) -> int:
+        """Length of the label vector: the object categories, then (``regions``) the texture categories."""
+        return self.categories + (self.textures if self.source == "regions" else 0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,4 +1,4 @@
-"""``seco pretrain``: supervised pretraining of the SeCo encoder on fractal scenes (:mod:`.fractals`).
+"""``seco pretrain``: supervised pretraining of the SeCo encoder on rendered scenes (:mod:`.fractals`, :mod:`.regions`).
 
 Files in ``OUT``:
 
@@ -12,7 +12,7 @@ Files in ``OUT``:
   last evaluation, and ``card.json`` beside it says what the encoder has seen.
 
 The network is the encoder of :class:`~seco_deploy.model.backbone.ViTBackbone` (positional
-embedding trained) with two linear heads: ``W_cls`` on the class token (K logits) and
+embedding trained) with two linear heads: ``W_cls`` on the class token (K = ``recipe.classes`` logits) and
 ``W_patch`` on the final patch tokens (K + 1 logits, background first).
 """
 
@@ -34,8 +34,9 @@ from seco_deploy.config import DataConfig
 from seco_deploy.data.io import atomic_path, atomic_write_text, file_sha256
 from seco_deploy.data.workers import worker_init_fn
 from seco_deploy.model.backbone import ViTBackbone
-from seco_deploy.pretrain.fractals import category_bank, render_scene
+from seco_deploy.pretrain.fractals import Scene, category_bank, render_scene
 from seco_deploy.pretrain.recipe import PretrainRecipe, RecipeError
+from seco_deploy.pretrain.regions import render_region_scene, texture_bank
 
 EVAL_STREAM = 1_000_003  # eval scenes come from stream seed + EVAL_STREAM: never a training image
 STATE_FILE = "last.pt"
@@ -47,8 +48,8 @@ class PretrainNet(nn.Module):
         super().__init__()
         self.encoder = ViTBackbone(recipe.backbone, aux_layer=-1, freeze_pos_embed=False, **recipe.backbone_kwargs)
         dim = self.encoder.embed_dim
-        self.cls_head = nn.Linear(dim, recipe.categories)
-        self.patch_head = nn.Conv2d(dim, recipe.categories + 1, 1)
+        self.cls_head = nn.Linear(dim, recipe.classes)
+        self.patch_head = nn.Conv2d(dim, recipe.classes + 1, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cls, feats, _ = self.encoder(x)
@@ -61,6 +62,7 @@ class SceneStream(torch.utils.data.Dataset):
     def __init__(self, recipe: PretrainRecipe, seed: int, patch: int) -> None:
         self.recipe, self.seed, self.patch = recipe, seed, patch
         self.bank = category_bank(recipe.seed, recipe.categories)
+        self.textures = texture_bank(recipe.seed, recipe.textures) if recipe.source == "regions" else []
         data = DataConfig()
         self.mean = np.asarray(data.mean, np.float32) * 255
         self.std = np.asarray(data.std, np.float32) * 255
@@ -68,9 +70,15 @@ class SceneStream(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 2**62
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def scene(self, index: int) -> Scene:
         r = self.recipe
-        scene = render_scene(self.bank, self.seed, index, r.image_size, self.patch, r.max_objects)
+        if r.source == "regions":
+            return render_region_scene(self.bank, self.textures, self.seed, index, r.image_size, self.patch,
+                                       r.max_objects, r.max_regions)
+        return render_scene(self.bank, self.seed, index, r.image_size, self.patch, r.max_objects)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scene = self.scene(index)
         image = (scene.image.astype(np.float32) - self.mean) / self.std
         return (torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(scene.labels),
                 torch.from_numpy(scene.patch_labels))
@@ -168,13 +176,19 @@ def write_weights(path: Path, net: PretrainNet, recipe: PretrainRecipe, iteratio
         "iterations": iteration,
         "images_seen": iteration * recipe.batch_size,
         "evaluation": evaluation,
-        "has_seen": (f"{iteration * recipe.batch_size} rendered scenes of 1-{recipe.max_objects} IFS fractals of "
-                     f"{recipe.categories} categories (seed {recipe.seed}) on smooth random-colour noise "
-                     f"backgrounds, {recipe.image_size} px; no photograph, no dataset image, none of the "
-                     "synthetic co-occurrence set's classes, contexts or scenes"),
+        "has_seen": _has_seen(recipe, iteration),
     }
     atomic_write_text(path.with_name("card.json"), json.dumps(card, indent=2) + "\n")
     return path
+
+
+def _has_seen(recipe: PretrainRecipe, iteration: int) -> str:
+    surface = (f"1-{recipe.max_regions} regions, each one of {recipe.textures} texture categories (gratings, wavy "
+               "lines, checkers, dot lattices, thresholded blobs) or smooth random-colour noise, placed independently "
+               "of the objects" if recipe.source == "regions" else "smooth random-colour noise backgrounds")
+    return (f"{iteration * recipe.batch_size} rendered scenes of 1-{recipe.max_objects} IFS fractals of "
+            f"{recipe.categories} categories (seed {recipe.seed}) on {surface}, {recipe.image_size} px; no "
+            "photograph, no dataset image, none of the synthetic co-occurrence set's classes, contexts or scenes")
 
 
 def pretrain(recipe: PretrainRecipe, out: Path, resume: bool = False, max_minutes: float | None = None,
@@ -194,8 +208,9 @@ def pretrain(recipe: PretrainRecipe, out: Path, resume: bool = False, max_minute
     start = 0
     if resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["recipe"] != recipe.to_dict():
-            changed = sorted(k for k in recipe.to_dict() if state["recipe"].get(k) != recipe.to_dict()[k])
+        saved = {**PretrainRecipe().to_dict(), **state["recipe"]}  # settings added since: their defaults
+        if saved != recipe.to_dict():
+            changed = sorted(k for k in recipe.to_dict() if saved.get(k) != recipe.to_dict()[k])
             raise RecipeError(f"{state_path} was made with another recipe (differs in {', '.join(changed)}); "
                               "resume with the same settings or start a new folder")
         net.load_state_dict(state["model"])
@@ -212,7 +227,8 @@ def pretrain(recipe: PretrainRecipe, out: Path, resume: bool = False, max_minute
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
     iteration = start
     t_log, n_log = time.perf_counter(), 0
-    say(f"pretraining {recipe.backbone} on fractal scenes: {recipe.categories} categories, {recipe.image_size} px, "
+    say(f"pretraining {recipe.backbone} on {recipe.source} scenes: {recipe.classes} categories, "
+        f"{recipe.image_size} px, "
         f"batch {recipe.batch_size}, {recipe.supervision} supervision, iterations {start}..{recipe.iters}")
     try:
         for x, y, p in loader:
