@@ -140,6 +140,20 @@ def _instance_mask(category: Category, rng: np.random.Generator, size: int) -> n
     return cv2.dilate(mask, np.ones((3, 3), np.uint8)).astype(bool)
 
 
+def paint_objects(bank: list[Category], cats: np.ndarray, rng: np.random.Generator, img: np.ndarray,
+                  owner: np.ndarray) -> np.ndarray:
+    """Paint one instance of each category in ``cats`` on ``img`` (float (S, S, 3)), back to front, each in one
+    random colour with a random shade; ``owner`` (int (S, S)) takes the category of every painted pixel."""
+    size = img.shape[0]
+    for c in cats:
+        mask = _instance_mask(bank[int(c)], rng, size)
+        colour = rng.uniform(0, 255, size=3).astype(np.float32)
+        shade = rng.uniform(0.7, 1.0, size=(size, size, 1)).astype(np.float32)
+        img = np.where(mask[..., None], colour * shade, img)
+        owner[mask] = int(c)
+    return img
+
+
 def render_scene(bank: list[Category], seed: int, index: int, size: int, patch: int,
                  max_objects: int = 3) -> Scene:
     """Image ``index`` of the stream ``seed``: a pure function of its arguments (see the module doc)."""
@@ -151,12 +165,7 @@ def render_scene(bank: list[Category], seed: int, index: int, size: int, patch: 
     cats = rng.choice(k, size=min(count, k), replace=False)
     img = _background(rng, size)
     owner = np.full((size, size), -1, np.int64)
-    for c in cats:
-        mask = _instance_mask(bank[int(c)], rng, size)
-        colour = rng.uniform(0, 255, size=3).astype(np.float32)
-        shade = rng.uniform(0.7, 1.0, size=(size, size, 1)).astype(np.float32)
-        img = np.where(mask[..., None], colour * shade, img)
-        owner[mask] = int(c)
+    img = paint_objects(bank, cats, rng, img, owner)
     img = img + rng.normal(0, 6.0, size=img.shape).astype(np.float32)
     labels = np.zeros(k, np.float32)
     for c in cats:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from seco_deploy.pretrain.fractals import MIN_VISIBLE, PATCH_COVER, Category, Scene, _background, _instance_mask, _rng
+from seco_deploy.pretrain.fractals import MIN_VISIBLE, PATCH_COVER, Category, Scene, _background, _rng, paint_objects
 
 FAMILIES = ("grating", "wave", "checker", "dots", "blobs")
 PERIOD = (5.0, 14.0)  # pixels at 112 px
@@ -130,12 +130,7 @@ def render_region_scene(objects: list[Category], textures: list[Texture], seed: 
         owner[inside] = kf + int(t)
     region_owner = owner.copy()
     count = int(rng.integers(1, max_objects + 1))
-    for c in rng.choice(kf, size=min(count, kf), replace=False):
-        mask = _instance_mask(objects[int(c)], rng, size)
-        colour = rng.uniform(0, 255, size=3).astype(np.float32)
-        shade = rng.uniform(0.7, 1.0, size=(size, size, 1)).astype(np.float32)
-        img = np.where(mask[..., None], colour * shade, img)
-        owner[mask] = int(c)
+    img = paint_objects(objects, rng.choice(kf, size=min(count, kf), replace=False), rng, img, owner)
     img = img + rng.normal(0, 6.0, size=img.shape).astype(np.float32)
     visible = np.bincount(owner.ravel() + 1, minlength=k + 1)[1:] / owner.size
     labels = (visible >= MIN_VISIBLE).astype(np.float32)
