@@ -10,8 +10,9 @@ thing on noise". Photographs are objects on surfaces that are classes of their o
 labels lakeside, seashore, pier, alp), and an encoder that has learnt to name a surface apart
 from what lies on it is what a CAM needs to keep an object's activation off its context. These
 scenes teach exactly that, and nothing else: objects are placed independently of the region
-under them (no category is ever coupled to another), and no texture is a rendering of water,
-rails, sky, grass or any other context of the synthetic co-occurrence sets.
+under them (no category is ever coupled to another), and no scene shows a sky, ground, water
+band or rails. (The gratings and wavy lines are sine patterns, as the synthetic sets' water
+ripples are, in random colours and orientations.)
 
 Texture categories (``texture_bank``): category ``t`` has the family ``FAMILIES[t % 5]`` and a
 fixed orientation ``theta`` in [0, pi) and period ``P`` (``PERIOD`` pixels at 112 px, scaled with
