@@ -25,8 +25,11 @@ import yaml
 
 
 class _StrictBoolLoader(yaml.SafeLoader):
-    """YAML SafeLoader where only true/false are booleans (as in YAML 1.2), so that values such
-    as ``off``, ``on``, ``yes`` and ``no`` stay strings (``train.amp: off``)."""
+    """YAML SafeLoader with YAML 1.2's booleans and floats.
+
+    Only true/false are booleans, so that values such as ``off``, ``on``, ``yes`` and ``no`` stay
+    strings (``train.amp: off``); and exponent floats without a dot (``1e-4``, ``5E+3``) are
+    numbers, where YAML 1.1 reads them as strings (``--set train.lr=1e-4``)."""
 
 
 _StrictBoolLoader.yaml_implicit_resolvers = {
@@ -35,6 +38,9 @@ _StrictBoolLoader.yaml_implicit_resolvers = {
 }
 _StrictBoolLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_StrictBoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
 )
 
 

@@ -113,3 +113,11 @@ def test_off_and_on_stay_strings(tmp_path) -> None:
     f.write_text("train:\n  amp: off\nmodel:\n  use_lig: false\n", encoding="utf-8")
     cfg = build_config("test", config_file=f)
     assert cfg.train.amp == "off" and cfg.model.use_lig is False
+
+
+@pytest.mark.parametrize(("text", "value"), [("1e-4", 1e-4), ("5E-4", 5e-4), ("-2e+1", -20.0), ("1.5e-3", 1.5e-3)])
+def test_exponent_floats_without_a_dot_are_numbers(text: str, value: float, tmp_path) -> None:
+    assert build_config("test", overrides=[f"train.lr={text}"]).train.lr == pytest.approx(value)
+    f = tmp_path / "c.yaml"
+    f.write_text(f"train:\n  lr: {text}\n", encoding="utf-8")
+    assert build_config("test", config_file=f).train.lr == pytest.approx(value)
