@@ -8,7 +8,7 @@ from _model_helpers import single_thread, tiny_model_config  # noqa: F401
 
 from seco_deploy import cam as camlib
 from seco_deploy.model.network import SeCoNet
-from seco_deploy.model.par import PAR
+from seco_deploy.model.par import OFFSETS, PAR, neighbour_views
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +192,20 @@ def test_decompose_cuts_both_views_at_the_same_positions() -> None:
     # image 0 has one class (2): its uncertain pixels count as 2 -> crops on them are tagged 2
     assert out["tags"][0].tolist() == [2, 2, 2, 2]
     assert out["tags"][1].tolist() == [-1, -1, -1, -1]  # no class: uncertain-only crops are ambiguous
+
+
+def test_par_affinity_is_the_formula_over_stacked_neighbours() -> None:
+    # The module docstring's formula, written out over a stacked (N, C, K, H, W) tensor.
+    torch.manual_seed(0)
+    dilations = (1, 2, 3)
+    par = PAR(dilations, num_iter=1)
+    images = torch.randn(2, 3, 9, 11)
+    nb = torch.stack(neighbour_views(images, dilations), dim=2)
+    std = nb.std(dim=2, keepdim=True)
+    logits = -(((nb - images.unsqueeze(2)).abs() / (std + 1e-8) / par.w_colour) ** 2).mean(dim=1, keepdim=True)
+    expected = (torch.softmax(logits, dim=2) + par.w_pos * par.pos_weight.view(1, 1, -1, 1, 1)) / (1 + par.w_pos)
+    assert torch.allclose(par.affinity(images), expected, rtol=1e-5, atol=1e-7)
+    # Neighbour k of pixel (y, x) is the pixel at (y + dy * d, x + dx * d), clamped at the border.
+    d, (dy, dx) = 2, OFFSETS[2]
+    view = neighbour_views(images, dilations)[8 + 2]
+    assert torch.equal(view[0, :, 4, 10], images[0, :, 4 + dy * d, min(10 + dx * d, 10)])
