@@ -158,3 +158,35 @@ def test_cpu_session_options() -> None:
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # threads sleep between runs
     with pytest.raises(ValueError, match="choose one of"):
         cpu_session_options(opt_level="fast")
+
+
+def test_postprocess_chunks_give_the_masks_of_the_per_image_formula(tmp_path: Path, monkeypatch) -> None:
+    """Masks made for chunks of same-size images equal argmax(max over scales of each image's
+    flip-summed logits upsampled to its size), whatever the chunk budget."""
+    import numpy as np
+
+    import seco_deploy.infer.predictor as predictor_module
+    from seco_deploy.infer.decode import Decoded
+
+    generator = torch.Generator().manual_seed(0)
+    fn = lambda x: torch.randn(x.shape[0], 4, x.shape[2] // 16, x.shape[3] // 16, generator=generator)  # noqa: E731
+    backend = StubBackend(fn, crop=32, scales=(1.0, 1.5))
+    rng = np.random.default_rng(0)
+    sizes = [(40, 30), (40, 30), (40, 30), (25, 50), (40, 30)]
+    samples = [Decoded(i, torch.from_numpy(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)), 0.0)
+               for i, hw in enumerate(sizes)]
+    predictor = Predictor(backend, backend.info, PredictOptions(batch=5, workers=0))
+    batch = predictor.preprocess(samples)
+    fused = predictor.infer(batch)
+    assert predictor.chunks(batch) == [(0, 1), (1, 5)]  # sorted by size: (25, 50) first, then the four (40, 30)
+    wide = {s.index: r.mask for s, r in predictor.postprocess(batch, fused)}
+    monkeypatch.setattr(predictor_module, "POSTPROCESS_ELEMENTS", 2 * 4 * 40 * 30)
+    assert predictor.chunks(batch) == [(0, 1), (1, 3), (3, 5)]
+    narrow = {s.index: r.mask for s, r in predictor.postprocess(batch, fused)}
+    for i, image in enumerate(batch.images):
+        size = tuple(image.shape[1:])
+        expected = torch.stack([torch.nn.functional.interpolate(seg[i : i + 1], size=size, mode="bilinear",
+                                                                align_corners=False)[0] for seg in fused.segs])
+        expected = expected.amax(0).argmax(0).numpy()
+        index = batch.samples[i].index
+        assert wide[index].shape == size and (wide[index] == expected).all() and (narrow[index] == expected).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from seco_deploy.infer.options import default_threads, default_workers
@@ -25,3 +26,11 @@ def test_argmax_uint8_matches_argmax_with_ties_to_the_lowest_index() -> None:
     random = torch.randn(7, 33, 20).round(decimals=1)  # rounding makes ties common
     got = argmax_uint8(random)
     assert got.dtype == np.uint8 and (got == random.numpy().argmax(0)).all()
+
+
+def test_argmax_uint8_over_a_batch_matches_argmax_over_the_channel_axis() -> None:
+    scores = torch.randn(3, 5, 9, 7).round(decimals=1)
+    got = argmax_uint8(scores)
+    assert got.shape == (3, 9, 7) and (got == scores.numpy().argmax(1)).all()
+    with pytest.raises(ValueError, match=r"\(K, H, W\) or \(N, K, H, W\)"):
+        argmax_uint8(torch.zeros(4, 4))

@@ -16,8 +16,9 @@ images with the same network input shapes (as Ultralytics' predictor)::
   and the TTA fusion of :mod:`seco_deploy.infer.tta` (decoder logits per scale; CAMs fused,
   summed and normalised; image logits averaged); the image-level labels (tags, else the
   classifier above ``cls_threshold``);
-- :meth:`Predictor.postprocess`: one image at a time at its original size (memory holds one
-  full-size map at most): mask mode, the maximum over scales then argmax (``--crf``:
+- :meth:`Predictor.postprocess`: at the images' original size, in chunks of images of one size
+  whose full-size logits fit :data:`POSTPROCESS_ELEMENTS` (memory holds one chunk, at least one
+  image): mask mode, the maximum over scales then argmax (``--crf``:
   :func:`~seco_deploy.infer.refine.crf_mask`); pseudo mode, :func:`seco_deploy.cam.cam_to_label`
   with ``bkg_thre`` then :class:`~seco_deploy.infer.refine.PseudoRefiner`;
 - :meth:`Predictor.write`: the outputs (:mod:`seco_deploy.infer.outputs`), the mask last (its
@@ -66,7 +67,12 @@ from seco_deploy.infer.tta import Normaliser, fuse_seg, input_size, stack_runs
 from seco_deploy.runtime.backends import Backend, ModelInfo
 from seco_deploy.runtime.errors import BackendError
 
-__all__ = ["Batch", "Fused", "Predictor", "Result"]
+__all__ = ["POSTPROCESS_ELEMENTS", "Batch", "Fused", "Predictor", "Result"]
+
+# Full-size logits that :meth:`Predictor.postprocess` holds at once (float32: 128 MiB): eight
+# 500 x 375 images of 21 classes fit, so batches of typical photos need one upsampling and one
+# argmax, while a batch of very large images is still handled one image at a time.
+POSTPROCESS_ELEMENTS = 1 << 25
 
 
 @dataclass
@@ -219,27 +225,58 @@ class Predictor:
 
     @torch.inference_mode()
     def postprocess(self, batch: Batch, fused: Fused) -> list[tuple[Decoded, Result]]:
-        """Per image at its original size: the mask (or pseudo-label), refined, with the extras asked for."""
+        """Per image at its original size: the mask (or pseudo-label), refined, with the extras asked for.
+
+        Masks are made for chunks of images of one size at once (:meth:`chunks`): one upsampling
+        and one argmax per chunk instead of per image.
+        """
         results = []
-        for i, (sample, image) in enumerate(zip(batch.samples, batch.images, strict=True)):
-            size = tuple(image.shape[1:])
-            cam_full = None
-            if fused.cams is not None:
-                cam_full = torch.nn.functional.interpolate(fused.cams[i : i + 1], size=size, mode="bilinear",
-                                                           align_corners=False)[0]
-            if self.mode == "mask":
-                result = self._mask_result(fuse_seg(fused.segs, i, size), sample)
-            else:
-                assert fused.labels is not None and cam_full is not None
-                result = self._pseudo_result(cam_full, fused.labels[i], image, sample)
-            if fused.labels is not None and cam_full is not None:
-                present = fused.labels[i] > 0.5
-                if self.options.save_cam:
-                    heat = cam_full[present].amax(0) if bool(present.any()) else torch.zeros_like(cam_full[0])
-                    result.cam = heat.float().cpu().numpy()
-                result.tags = [self.classes[c + 1] for c in torch.nonzero(present).flatten().tolist()]
-            results.append((sample, result))
+        plain_masks = self.mode == "mask" and not (self.options.crf or self.options.save_probs)
+        for start, stop in self.chunks(batch):
+            size = tuple(batch.images[start].shape[1:])
+            logits = fuse_seg(fused.segs, slice(start, stop), size) if self.mode == "mask" else None
+            masks = argmax_uint8(logits) if plain_masks and logits is not None else None
+            for j, i in enumerate(range(start, stop)):
+                sample, image = batch.samples[i], batch.images[i]
+                cam_full = None
+                if fused.cams is not None:
+                    cam_full = torch.nn.functional.interpolate(fused.cams[i : i + 1], size=size, mode="bilinear",
+                                                               align_corners=False)[0]
+                if masks is not None:
+                    result = Result(mask=masks[j])
+                elif logits is not None:
+                    result = self._mask_result(logits[j], sample)
+                else:
+                    assert fused.labels is not None and cam_full is not None
+                    result = self._pseudo_result(cam_full, fused.labels[i], image, sample)
+                if fused.labels is not None and cam_full is not None:
+                    present = fused.labels[i] > 0.5
+                    if self.options.save_cam:
+                        heat = cam_full[present].amax(0) if bool(present.any()) else torch.zeros_like(cam_full[0])
+                        result.cam = heat.float().cpu().numpy()
+                    result.tags = [self.classes[c + 1] for c in torch.nonzero(present).flatten().tolist()]
+                results.append((sample, result))
         return results
+
+    def chunks(self, batch: Batch) -> list[tuple[int, int]]:
+        """``(start, stop)`` ranges of ``batch``'s images that :meth:`postprocess` handles together: in
+        mask mode, consecutive images of one size whose full-size logits hold at most
+        :data:`POSTPROCESS_ELEMENTS` values (at least one image); in pseudo mode, one image each."""
+        out: list[tuple[int, int]] = []
+        start = 0
+        n = len(batch.images)
+        k = len(self.classes)  # mask logits: background and the classes
+        while start < n:
+            stop = start + 1
+            if self.mode == "mask":
+                size = batch.images[start].shape[1:]
+                per_image = k * size[0] * size[1]
+                while (stop < n and batch.images[stop].shape[1:] == size
+                       and (stop - start + 1) * per_image <= POSTPROCESS_ELEMENTS):
+                    stop += 1
+            out.append((start, stop))
+            start = stop
+        return out
 
     def predict(self, samples: list[Decoded]) -> list[tuple[Decoded, Result]]:
         """``postprocess(infer(preprocess(samples)))``: the results of one group of images."""

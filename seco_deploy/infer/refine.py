@@ -21,20 +21,24 @@ __all__ = ["PseudoRefiner", "argmax_uint8", "crf_mask"]
 
 
 def argmax_uint8(scores: torch.Tensor) -> np.ndarray:
-    """Argmax over the channel axis of (K, H, W) scores as a uint8 (H, W) array.
+    """Argmax over the channel axis of (K, H, W) or (N, K, H, W) scores as a uint8 (H, W) or (N, H, W) array.
 
     Ties go to the lowest index, as ``argmax`` does. On the CPU a running maximum over the K
-    channels (K elementwise passes, multi-threaded) replaces the reduction over the outer axis,
+    channels (K elementwise passes, multi-threaded) replaces the reduction over the channel axis,
     which is slower in PyTorch (5-10x) and single-threaded in NumPy (about 2x here for K = 7).
     """
+    channel = scores.dim() - 3
+    if channel not in (0, 1):
+        raise ValueError(f"argmax_uint8 needs (K, H, W) or (N, K, H, W) scores, got shape {tuple(scores.shape)}")
     if scores.device.type != "cpu":
-        return scores.argmax(0).to(torch.uint8).cpu().numpy()
+        return scores.argmax(channel).to(torch.uint8).cpu().numpy()
     scores = scores.float()
-    best = scores[0].clone()
-    index = torch.zeros(scores.shape[1:], dtype=torch.uint8)
-    for k in range(1, scores.shape[0]):
-        index.masked_fill_(scores[k] > best, k)
-        torch.maximum(best, scores[k], out=best)
+    best = scores.select(channel, 0).clone()
+    index = torch.zeros(best.shape, dtype=torch.uint8)
+    for k in range(1, scores.shape[channel]):
+        score = scores.select(channel, k)
+        index.masked_fill_(score > best, k)
+        torch.maximum(best, score, out=best)
     return index.numpy()
 
 

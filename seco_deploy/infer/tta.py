@@ -78,13 +78,13 @@ class Normaliser:
         return out
 
 
-def fuse_seg(segs: Sequence[torch.Tensor], index: int, size: tuple[int, int]) -> torch.Tensor:
-    """(K, H, W) logits of image ``index``: the maximum over scales of its flip-summed logits
-    (``segs``: one (B, K, h, w) per scale) upsampled to ``size``."""
+def fuse_seg(segs: Sequence[torch.Tensor], images: slice, size: tuple[int, int]) -> torch.Tensor:
+    """(n, K, H, W) logits of the ``images`` of a batch, all of original size ``size``: the maximum
+    over scales of their flip-summed logits (``segs``: one (B, K, h, w) per scale) upsampled to ``size``."""
     logits = None
     for seg in segs:
-        up = F.interpolate(seg[index : index + 1], size=size, mode="bilinear", align_corners=False)[0]
-        logits = up if logits is None else torch.maximum(logits, up)
+        up = F.interpolate(seg[images], size=size, mode="bilinear", align_corners=False)
+        logits = up if logits is None else torch.maximum(logits, up, out=logits)
     if logits is None:
         raise ValueError("fuse_seg needs at least one scale")
     return logits
