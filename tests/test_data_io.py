@@ -17,6 +17,7 @@ from seco_deploy.data.io import (
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
+    encode_mask_png,
     read_image,
     read_mask,
     write_mask_png,
@@ -157,6 +158,17 @@ def test_mask_png_round_trip_is_palette(tmp_path: Path) -> None:
     out = read_mask(path)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, mask)
+
+
+def test_mask_png_compress_level_changes_the_bytes_not_the_mask() -> None:
+    rng = np.random.default_rng(0)
+    mask = np.kron(rng.integers(0, 5, (12, 12)), np.ones((8, 8), dtype=np.int64)).astype(np.uint8)
+    fast, small = encode_mask_png(mask, compress_level=1), encode_mask_png(mask, compress_level=9)
+    assert len(small) < len(fast)
+    for data in (fast, small):
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.mode == "P"
+            np.testing.assert_array_equal(np.asarray(image), mask)
 
 
 def test_mask_index_above_255_is_refused(tmp_path: Path) -> None:

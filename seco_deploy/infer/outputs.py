@@ -29,6 +29,7 @@ from seco_deploy.data.io import atomic_path, atomic_write_bytes, write_mask_png
 from seco_deploy.infer.sources import output_path
 
 __all__ = [
+    "MASK_PNG_LEVEL",
     "OUTPUT_KINDS",
     "OutputPaths",
     "cam_heatmap",
@@ -43,6 +44,9 @@ __all__ = [
 
 OUTPUT_KINDS = {"mask": ("masks", ".png"), "overlay": ("overlays", ".jpg"), "probs": ("probs", ".npz"),
                 "cam": ("cams", ".jpg")}
+# zlib level of predicted masks: half the encoding time of PIL's default (6) for files 25-60 %
+# larger (a 500 x 375 mask: 0.48 against 0.90 ms, 2.3 against 1.5 KB); levels 1-3 differ little.
+MASK_PNG_LEVEL = 3
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp(\.[A-Za-z0-9]+)?$")
 
 
@@ -90,8 +94,8 @@ def class_fractions(mask: np.ndarray, classes: list[str]) -> dict[str, float]:
 
 
 def write_mask(path: Path, mask: np.ndarray, palette: np.ndarray) -> None:
-    """Palette PNG of ``mask`` (H, W) uint8 (atomic)."""
-    write_mask_png(path, mask, palette)
+    """Palette PNG of ``mask`` (H, W) uint8 (atomic), zlib level :data:`MASK_PNG_LEVEL`."""
+    write_mask_png(path, mask, palette, MASK_PNG_LEVEL)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

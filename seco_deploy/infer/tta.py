@@ -39,7 +39,7 @@ def input_size(hw: tuple[int, int], scale: float, base: int, patch: int, resize:
 
 
 def stack_runs(images: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """uint8 (H, W, 3) CPU images, equal sizes contiguous -> float (n, 3, H, W) 0-255 runs on ``device``."""
+    """uint8 (H, W, 3) CPU images, equal sizes contiguous -> contiguous float (n, 3, H, W) 0-255 runs on ``device``."""
     runs, i = [], 0
     while i < len(images):
         j = i + 1
@@ -47,7 +47,7 @@ def stack_runs(images: Sequence[torch.Tensor], device: torch.device) -> list[tor
             j += 1
         stack = images[i] if j == i + 1 else torch.stack(list(images[i:j]))
         stack = stack.view(-1, *images[i].shape).to(device, non_blocking=True)
-        runs.append(stack.permute(0, 3, 1, 2).float())
+        runs.append(stack.permute(0, 3, 1, 2).float().contiguous())  # NCHW: resizing it is 1.5x faster
         i = j
     return runs
 
