@@ -4,12 +4,16 @@
 #   with parity checks -> TensorRT engines (fp32 and fp16) with parity checks on the GPU, where
 #   TensorRT is installed -> `seco predict` with the checkpoint, the ONNX model and the engines
 #   -> mask agreement between backends -> `seco benchmark` (every format side by side) -> the
-#   TensorRT GPU tests. Prints every figure.
+#   TensorRT GPU tests -> the paper's configuration (`voc` preset: ViT-B/16, 448 px crop, batch 4)
+#   trained 60 iterations with every loss term on for the last 40, and `seco benchmark` on it.
+#   Prints every figure.
 #
 # Usage (from anywhere):  benchmarks/gpu_check.sh [WORK_DIR]
 #   PYTHON=/path/to/python   interpreter with seco-deploy installed (default: .venv/bin/python)
 #   ITERS=30                 training iterations (default 30)
 #   DEVICE=cuda              cpu runs the same flow without a GPU (a dry run of this script)
+#   PAPER=1                  the paper-configuration step (default: 1 on a GPU, 0 with DEVICE=cpu)
+#   PAPER_PRESET=voc PAPER_SIZE=448   its preset and image size (dry run: PAPER_PRESET=test PAPER_SIZE=64)
 # Steps that need something missing (TensorRT, onnxruntime-gpu) print SKIP with the reason and
 # the script goes on; it exits non-zero only when a step that could run failed (exit 5 when
 # there is no CUDA GPU at all).
@@ -172,6 +176,36 @@ EOF
 
 if [ "$HAS_TRT" = 1 ] && [ "$DEVICE" != cpu ]; then
   run "TensorRT GPU tests" "$PY" -m pytest -q -m gpu tests/test_export_tensorrt.py -p no:cacheprovider
+fi
+
+# --- the paper's configuration on the GPU: seconds per iteration with every loss term on, and its formats
+PAPER="${PAPER:-$([ "$DEVICE" = cpu ] && echo 0 || echo 1)}"
+if [ "$PAPER" = 1 ]; then
+  PAPER_PRESET="${PAPER_PRESET:-voc}"
+  PAPER_SIZE="${PAPER_SIZE:-448}"
+  run "synthetic data for the paper's configuration ($PAPER_SIZE px)" "${SECO[@]}" data synth "$WORK/data_paper" \
+    --images 64 --size "$PAPER_SIZE" --seed 0
+  # the phases compressed into 60 iterations: contrast from 10, decoder from 20, so the last 40 run every term
+  run "train the $PAPER_PRESET preset 60 iterations on $DEVICE with --amp $AMP" "${SECO[@]}" train \
+    --data "$WORK/data_paper" --preset "$PAPER_PRESET" --out "$WORK/run_paper" --device "$DEVICE" --amp "$AMP" \
+    --iters 60 --set train.warmup_iters=5 --set train.contrast_start=10 --set train.seg_start=20 \
+    --set train.update_prototype=5 --set train.log_every=10
+  if [ -f "$WORK/run_paper/metrics.jsonl" ]; then
+    "$PY" - "$WORK/run_paper/metrics.jsonl" <<'EOF'
+import json, sys
+for line in open(sys.argv[1], encoding="utf-8"):
+    r = json.loads(line)
+    if r.get("kind") == "train":
+        print(f"iteration {r['iteration']}: {r['sec_per_iter']:.3f} s/iteration, peak memory {r['peak_mem_mb']} MB "
+              f"({r.get('mem_kind', '')})")
+EOF
+  fi
+  if [ -f "$WORK/run_paper/last.pt" ]; then
+    run "seco benchmark, the paper's configuration" "${SECO[@]}" benchmark --model "$WORK/run_paper/last.pt" \
+      --data "$WORK/data_paper" --images 16 --repeats 1 --latency-images 8 --device "$DEVICE" \
+      --formats torch,torch-bf16,onnx,onnx-fp16,trt-fp16 --out "$WORK/benchmark_paper" --timeout 150
+    [ -f "$WORK/benchmark_paper/benchmark.md" ] && cat "$WORK/benchmark_paper/benchmark.md"
+  fi
 fi
 
 say "done in $(( $(date +%s) - START )) s; work folder $WORK"
