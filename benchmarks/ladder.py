@@ -1,7 +1,7 @@
 """The co-occurrence ladder over seeds: baseline vs SeCo from the same weights, equal iterations and equal time.
 
-One synthetic set (made once), one initial encoder (``--pretrained``, default the shipped
-``builtin:vit-tiny-fractal``), and for every training seed s:
+One synthetic set (made once), one initial encoder (``--pretrained``, default the ``cpu``
+preset's ``builtin:vit-tiny-fractal-5k``), and for every training seed s:
 
 - ``d@N``: full SeCo, N iterations (the schedule scaled to N: every phase joins);
 - ``a@N``: the plain-CAM baseline, N iterations (**equal iterations**);
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--difficulty", default="hard")
     parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--pretrained", default="builtin:vit-tiny-fractal")
+    parser.add_argument("--pretrained", default="builtin:vit-tiny-fractal-5k")
     parser.add_argument("--set", action="append", default=[], help="override for every arm")
     parser.add_argument("--arm", action="append", default=[],
                         help="extra arm NAME=OVERRIDE[,OVERRIDE] (full SeCo + overrides, N iterations)")

@@ -414,7 +414,7 @@ def _cpu() -> Config:
     cfg.model.backbone = "vit_tiny_patch16_224"
     # The shipped fractal-pretrained encoder (docs/method.md, "Pretrained start"): the stand-in
     # for the paper's ImageNet weights. `--pretrained null` trains from random initialisation.
-    cfg.model.pretrained = "builtin:vit-tiny-fractal"
+    cfg.model.pretrained = "builtin:vit-tiny-fractal-5k"
     cfg.model.proj_hidden_dim = 512
     cfg.model.queue_size = 1536
     cfg.model.num_local_crops = 6

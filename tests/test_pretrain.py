@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from seco_deploy.assets import builtin_weights
+from seco_deploy.assets import BUILTIN, PREFIX, builtin_weights
 from seco_deploy.model.backbone import ViTBackbone, WeightLoadError
 from seco_deploy.pretrain import PretrainRecipe, RecipeError, pretrain, read_weights_metadata
 from seco_deploy.pretrain.fractals import MIN_FILL, _chaos_game, _fill_rate, category_bank, render_scene
@@ -139,11 +139,13 @@ def test_builtin_names_resolve_or_say_which_exist() -> None:
         ViTBackbone("vit_tiny_patch16_224", pretrained="builtin:nope", **TINY)
 
 
-def test_shipped_weights_load_into_the_cpu_preset_encoder() -> None:
-    path = builtin_weights("builtin:vit-tiny-fractal")
-    card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_shipped_weights_match_their_cards_and_load_into_the_cpu_preset_encoder(name: str) -> None:
     from seco_deploy.data.io import file_sha256
 
-    assert card["sha256"] == file_sha256(path)
-    encoder = ViTBackbone("vit_tiny_patch16_224", pretrained="builtin:vit-tiny-fractal")
+    path = builtin_weights(PREFIX + name)
+    card = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    assert card["sha256"] == file_sha256(path) and card["weights"] == path.name
+    assert card["iterations"] == card["recipe"]["iters"] and card["command"].startswith("seco pretrain")
+    encoder = ViTBackbone(BUILTIN[name][1], pretrained=PREFIX + name)
     assert encoder.embed_dim == 192

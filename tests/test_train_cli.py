@@ -34,7 +34,7 @@ def test_options_fold_into_config(tmp_path: Path) -> None:
     assert cfg.data.root == str(tmp_path) and cfg.train.device == "cpu" and cfg.train.amp == "off"
     assert cfg.model.pretrained == "weights.pth" and cfg.train.iters == 5 and cfg.train.max_minutes == 1.5
     scratch = apply_options(preset("cpu"), tmp_path, None, None, "null", None, None)
-    assert preset("cpu").model.pretrained == "builtin:vit-tiny-fractal" and scratch.model.pretrained is None
+    assert preset("cpu").model.pretrained == "builtin:vit-tiny-fractal-5k" and scratch.model.pretrained is None
 
 
 def test_torchrun_relaunch_drops_nproc_and_keeps_the_rest(tmp_path: Path) -> None:

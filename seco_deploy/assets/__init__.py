@@ -1,6 +1,8 @@
 """Weights shipped inside the package, named ``builtin:NAME`` wherever a weights file is accepted.
 
-``BUILTIN`` maps each name to its file in this folder and the timm backbone it fits. Each file
+``BUILTIN`` maps each name to its file in this folder and the timm backbone it fits:
+``vit-tiny-fractal`` (the default recipe, 2000 iterations; the start of the shipped ladder) and
+``vit-tiny-fractal-5k`` (the same recipe for 5000 iterations; the ``cpu`` preset's start). Each file
 has a ``.json`` card beside it (written by ``seco pretrain``): the recipe that made it, its
 sha256 and exactly what it has seen; ``docs/method.md`` ("Pretrained start") says how to
 reproduce it.
@@ -19,7 +21,8 @@ from typing import Any
 PREFIX = "builtin:"
 FOLDER = Path(__file__).resolve().parent
 BUILTIN: dict[str, tuple[str, str]] = {
-    "vit-tiny-fractal": ("vit_tiny_fractal.safetensors", "vit_tiny_patch16_224"),
+    "vit-tiny-fractal": ("vit_tiny_fractal.safetensors", "vit_tiny_patch16_224"),  # 2000 iterations
+    "vit-tiny-fractal-5k": ("vit_tiny_fractal_5k.safetensors", "vit_tiny_patch16_224"),  # 5000: the cpu preset's
 }
 LADDER = "ladder_hard.json"
 

@@ -33,7 +33,8 @@ def pretrain(
     `--source regions` lays the fractals on textured regions whose textures are labels too.
 
     The weights file OUT/weights.safetensors loads with `seco train --pretrained FILE`; the
-    project ships one as `builtin:vit-tiny-fractal` (docs/method.md, "Pretrained start").
+    project ships two: `builtin:vit-tiny-fractal` (the defaults) and `builtin:vit-tiny-fractal-5k`
+    (`--iters 5000`, the `cpu` preset's start; docs/method.md, "Pretrained start").
     """
     from seco_deploy.pretrain import PretrainRecipe, RecipeError
     from seco_deploy.pretrain import pretrain as run_pretrain

@@ -15,7 +15,7 @@ and runs it on any input whose sides are multiples of the patch size p:
 
 Weights: ``pretrained=None`` keeps timm's random initialisation; a path to a ``.pth``/``.pt``/``.bin``
 state dict or a ``.safetensors`` file is loaded with :func:`load_weights`; ``builtin:NAME`` is a
-file shipped in :mod:`seco_deploy.assets` (``builtin:vit-tiny-fractal``); any other string is a
+file shipped in :mod:`seco_deploy.assets` (``builtin:vit-tiny-fractal-5k``); any other string is a
 timm hub name (``vit_base_patch16_224.orig_in21k_ft_in1k``, ``hf-hub:...``) downloaded by timm.
 Loading is strict: a missing, unexpected or mismatched key raises :class:`WeightLoadError` naming it.
 """
