@@ -160,7 +160,7 @@ def test_cpu_session_options() -> None:
         cpu_session_options(opt_level="fast")
 
 
-def test_postprocess_chunks_give_the_masks_of_the_per_image_formula(tmp_path: Path, monkeypatch) -> None:
+def test_postprocess_chunks_give_the_masks_of_the_per_image_formula(monkeypatch) -> None:
     """Masks made for chunks of same-size images equal argmax(max over scales of each image's
     flip-summed logits upsampled to its size), whatever the chunk budget."""
     import numpy as np
