@@ -210,6 +210,20 @@ def test_atomic_write_bytes_and_text(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep", "out.bin", "t.txt"]
 
 
+def test_durable_writes_fsync_the_file_and_its_folder_and_others_do_not(tmp_path: Path, monkeypatch) -> None:
+    import seco_deploy.data.io as io_module
+
+    synced: list[int] = []
+    real = io_module.os.fsync
+    monkeypatch.setattr(io_module.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    atomic_write_bytes(tmp_path / "a.bin", b"durable")
+    assert len(synced) == 2  # the temporary file before the rename, the folder after it
+    atomic_write_bytes(tmp_path / "b.bin", b"fast", durable=False)
+    assert len(synced) == 2
+    assert (tmp_path / "b.bin").read_bytes() == b"fast"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
+
+
 def test_atomic_path_keeps_old_content_on_error(tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
     path.write_bytes(b"old")

@@ -190,3 +190,22 @@ def test_postprocess_chunks_give_the_masks_of_the_per_image_formula(monkeypatch)
         expected = expected.amax(0).argmax(0).numpy()
         index = batch.samples[i].index
         assert wide[index].shape == size and (wide[index] == expected).all() and (narrow[index] == expected).all()
+
+
+def test_outputs_are_fsynced_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import seco_deploy.data.io as io_module
+
+    for i in range(2):
+        write_image(tmp_path / "in" / f"{i}.png", 32, 32, seed=i)
+    synced: list[int] = []
+    real = io_module.os.fsync
+    monkeypatch.setattr(io_module.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    zeros = lambda x: torch.zeros(x.shape[0], 4, x.shape[2] // 16, x.shape[3] // 16)  # noqa: E731
+    backend = StubBackend(zeros, crop=32)
+    Predictor(backend, backend.info, PredictOptions(batch=2, workers=0)).run(expand_source(tmp_path / "in"),
+                                                                              tmp_path / "fast")
+    assert len(synced) == 2  # run.json only (the file and its folder), no mask
+    assert len(list((tmp_path / "fast" / "masks").iterdir())) == 2
+    Predictor(backend, backend.info, PredictOptions(batch=2, workers=0, fsync=True, overlay=True)).run(
+        expand_source(tmp_path / "in"), tmp_path / "durable")
+    assert len(synced) == 2 + 2 + 2 * 2 * 2  # run.json; per image the mask and the overlay, file and folder

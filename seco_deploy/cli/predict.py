@@ -65,6 +65,9 @@ def predict(
     shard: str | None = typer.Option(None, "--shard", help="i/n: take the i-th (from 0) of n slices of the inputs."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include subfolders of a folder SOURCE."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo images whose outputs exist."),
+    fsync: bool = typer.Option(
+        False, "--fsync", help="Flush every output to disk before it counts as written (survives a power loss; slower)."
+    ),
     max_pixels: int | None = typer.Option(None, "--max-pixels", help="Refuse images with more pixels than this."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -114,7 +117,7 @@ def predict(
         mode=mode, scales=parsed_scales, flip=flip, base_size=size, resize=resize, crf=crf, refine=refine,
         tags=tag_table, cls_threshold=cls_threshold, bkg_thre=bkg_thre, overlay=overlay, save_probs=save_probs,
         probs_scale=probs_scale, save_cam=save_cam, batch=batch if batch is not None else default_batch,
-        workers=workers if workers is not None else default_workers(), overwrite=overwrite,
+        workers=workers if workers is not None else default_workers(), overwrite=overwrite, fsync=fsync,
         max_pixels=max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS,
     )
     try:

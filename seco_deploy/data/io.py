@@ -11,9 +11,13 @@ Reading (:func:`read_image`, :func:`read_mask`):
 
 Writing (:func:`atomic_path`, :func:`atomic_write_bytes`, :func:`atomic_write_text`,
 :func:`write_mask_png`): the data goes to a temporary file in the destination's folder, is
-flushed to disk (``fsync``) and then renamed over the destination with ``os.replace``, so a
-reader sees either the old file or the complete new one, never a partial file. On any error
-the temporary file is removed and the destination is left untouched.
+flushed to disk (``fsync``, then the folder's entry table after the rename) and renamed over
+the destination with ``os.replace``, so a reader sees either the old file or the complete new
+one, never a partial file. On any error the temporary file is removed and the destination is
+left untouched. ``durable=False`` skips the two fsyncs: the rename is still atomic (a killed
+process leaves the old file or the new one), but after a power loss or kernel crash a file
+renamed shortly before may be empty or absent. Use it only where a reader checks what it finds,
+as ``seco predict``'s completeness check does (a mask counts as done only if it decodes).
 
 Hashing (:func:`file_sha256`): the SHA-256 of a file's bytes, streamed.
 """
@@ -249,13 +253,14 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it over ``path`` atomically.
 
     The temporary name keeps the destination's suffix (``.x.<random>.tmp.png`` for ``x.png``)
     so libraries that pick a format from the extension work. The body must create the file.
-    On normal exit the file is fsync'ed and ``os.replace``'d onto ``path``; if the body raises,
-    or creates nothing, the temporary file is removed and ``path`` keeps its old content.
+    On normal exit the file is fsync'ed (``durable``) and ``os.replace``'d onto ``path``, then the
+    folder is fsync'ed (``durable``); if the body raises, or creates nothing, the temporary file is
+    removed and ``path`` keeps its old content.
     Parent folders are created when missing.
     """
     dest = Path(path)
@@ -266,21 +271,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written for {dest} (expected the temporary file {tmp})")
-        _fsync_file(tmp)
+        if durable:
+            _fsync_file(tmp)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(folder)
+    if durable:
+        _fsync_dir(folder)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
-    with atomic_path(path) as tmp, open(tmp, "xb") as handle:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync when ``durable``, ``os.replace``)."""
+    with atomic_path(path, durable) as tmp, open(tmp, "xb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
@@ -333,6 +338,7 @@ def encode_mask_png(mask: np.ndarray, palette: np.ndarray = VOC_PALETTE, compres
 
 
 def write_mask_png(path: str | os.PathLike[str], mask: np.ndarray, palette: np.ndarray = VOC_PALETTE,
-                   compress_level: int = 6) -> None:
-    """Write an index mask as an 8-bit palette PNG, atomically; see :func:`encode_mask_png`."""
-    atomic_write_bytes(path, encode_mask_png(mask, palette, compress_level))
+                   compress_level: int = 6, durable: bool = True) -> None:
+    """Write an index mask as an 8-bit palette PNG, atomically (:func:`atomic_write_bytes`); see
+    :func:`encode_mask_png`."""
+    atomic_write_bytes(path, encode_mask_png(mask, palette, compress_level), durable)

@@ -60,6 +60,7 @@ class PredictOptions:
     batch: int = 4
     workers: int = 1
     overwrite: bool = False
+    fsync: bool = False  # flush every output to disk before its rename (infer/outputs.py)
     max_pixels: int = DEFAULT_MAX_PIXELS
     crf_implementation: str = "auto"
 

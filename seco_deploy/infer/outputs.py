@@ -11,7 +11,11 @@ Per image NAME (a safe relative name, see :mod:`seco_deploy.infer.sources`), und
 - ``cams/NAME.jpg``: a jet heatmap of the CAM (max over the image's classes) blended on the image.
 
 A reader sees either no file or a complete one; a killed run leaves at most hidden temporary
-files (``.NAME.<hex>.tmp.<ext>``), which :func:`remove_stale_temporaries` deletes.
+files (``.NAME.<hex>.tmp.<ext>``), which :func:`remove_stale_temporaries` deletes. ``durable``
+(``seco predict --fsync``) also flushes every file to disk before its rename, so that what was
+written survives a power loss; without it (the default) a power loss may leave recently written
+files empty or absent, which the next run's completeness check
+(:func:`seco_deploy.infer.decode.complete_fractions`) finds and redoes.
 """
 
 from __future__ import annotations
@@ -93,9 +97,9 @@ def class_fractions(mask: np.ndarray, classes: list[str]) -> dict[str, float]:
     return out
 
 
-def write_mask(path: Path, mask: np.ndarray, palette: np.ndarray) -> None:
+def write_mask(path: Path, mask: np.ndarray, palette: np.ndarray, durable: bool = True) -> None:
     """Palette PNG of ``mask`` (H, W) uint8 (atomic), zlib level :data:`MASK_PNG_LEVEL`."""
-    write_mask_png(path, mask, palette, MASK_PNG_LEVEL)
+    write_mask_png(path, mask, palette, MASK_PNG_LEVEL, durable)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -144,13 +148,15 @@ def _jpeg_bytes(array: np.ndarray, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, palette: np.ndarray, classes: list[str]) -> None:
-    atomic_write_bytes(path, _jpeg_bytes(render_overlay(image, mask, palette, classes)))
+def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, palette: np.ndarray, classes: list[str],
+                  durable: bool = True) -> None:
+    atomic_write_bytes(path, _jpeg_bytes(render_overlay(image, mask, palette, classes)), durable)
 
 
-def write_probs(path: Path, probs: np.ndarray, classes: list[str], size: tuple[int, int], kind: str) -> None:
+def write_probs(path: Path, probs: np.ndarray, classes: list[str], size: tuple[int, int], kind: str,
+                durable: bool = True) -> None:
     """``probs`` (K, h, w) stored float16 in a compressed npz with ``classes``, ``size``, ``kind``."""
-    with atomic_path(path) as tmp, open(tmp, "xb") as handle:
+    with atomic_path(path, durable) as tmp, open(tmp, "xb") as handle:
         np.savez_compressed(
             handle,
             probs=np.asarray(probs, dtype=np.float16),
@@ -158,8 +164,6 @@ def write_probs(path: Path, probs: np.ndarray, classes: list[str], size: tuple[i
             size=np.asarray(size, dtype=np.int64),
             kind=np.asarray(kind),
         )
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def cam_heatmap(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -171,8 +175,8 @@ def cam_heatmap(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.nd
     return np.clip(alpha * heat + (1 - alpha) * image.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
 
 
-def write_cam(path: Path, image: np.ndarray, cam: np.ndarray) -> None:
-    atomic_write_bytes(path, _jpeg_bytes(cam_heatmap(image, cam)))
+def write_cam(path: Path, image: np.ndarray, cam: np.ndarray, durable: bool = True) -> None:
+    atomic_write_bytes(path, _jpeg_bytes(cam_heatmap(image, cam)), durable)
 
 
 def remove_stale_temporaries(out_dir: str | os.PathLike[str], names: set[str]) -> int:

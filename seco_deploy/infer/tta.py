@@ -9,7 +9,8 @@ Inputs (:class:`Normaliser`): uint8 images -> float ``(x - 255 mean) / (255 std)
 
 Fusion (method §3.1, §3.2):
 - masks (:func:`fuse_seg`): per scale, logits of the image plus the un-flipped flip's; per image,
-  the maximum over scales of the logits upsampled to the original size;
+  the maximum over scales of the logits upsampled to the original size. Only the channels of
+  :func:`mask_candidates` can hold the argmax, so masks need only those upsampled;
 - CAMs: per scale :func:`seco_deploy.cam.fuse_flip` at the size of scale 1, summed over scales,
   :func:`seco_deploy.cam.normalise_cam`; image logits are averaged over scales and flips.
 """
@@ -18,12 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from seco_deploy.cam import scaled_size
+from seco_deploy.infer.refine import argmax_uint8
 
-__all__ = ["Normaliser", "fuse_seg", "input_size", "stack_runs"]
+__all__ = ["Normaliser", "fuse_seg", "fused_mask", "input_size", "mask_candidates", "stack_runs"]
+
+# How far, relative to the logits' magnitude, a class must lie below another at every corner of a
+# cell to be ruled out: float32 bilinear weights and sums are exact to a few ulp (1e-7 relative),
+# so a margin of 1e-5 leaves the argmax of the full computation unchanged.
+CANDIDATE_MARGIN = 1e-5
 
 
 def input_size(hw: tuple[int, int], scale: float, base: int, patch: int, resize: str = "square",
@@ -88,3 +96,49 @@ def fuse_seg(segs: Sequence[torch.Tensor], images: slice, size: tuple[int, int])
     if logits is None:
         raise ValueError("fuse_seg needs at least one scale")
     return logits
+
+
+def mask_candidates(segs: Sequence[torch.Tensor], images: slice) -> torch.Tensor:
+    """The channels that can be the argmax of :func:`fuse_seg` (``segs[s][images]``) anywhere, sorted.
+
+    Bilinear upsampling makes every output value a convex combination of the four corners of one
+    cell (two adjacent rows by two adjacent columns) of the low-resolution logits. In a cell let
+    ``L = max_j min_corners a_j`` (some class j is at least L at every corner) and ``U_k =
+    max_corners a_k``: if ``U_k < L``, class k lies below class j everywhere the cell reaches. A
+    class for which that holds in every cell of every image at every scale is below some class at
+    every output pixel after the maximum over scales too, so it is never the argmax (ties
+    included). The other channels are returned: the argmax over them, mapped back through this
+    index, is the argmax over all. The margin :data:`CANDIDATE_MARGIN` covers float rounding.
+    """
+    keep = None
+    for seg in segs:
+        a = seg[images].float()  # (n, K, h, w)
+        if a.numel() == 0:
+            continue
+        cell = (min(2, a.shape[-2]), min(2, a.shape[-1]))
+        high = F.max_pool2d(a, kernel_size=cell, stride=1)  # U_k per cell
+        low = -F.max_pool2d(-a, kernel_size=cell, stride=1)  # min over the corners per class
+        floor = low.amax(dim=1, keepdim=True)  # L per cell
+        margin = CANDIDATE_MARGIN * (float(a.abs().max()) + 1.0)
+        alive = (high >= floor - margin).flatten(2).any(dim=2).any(dim=0)  # (K,)
+        keep = alive if keep is None else keep | alive
+    if keep is None:
+        raise ValueError("mask_candidates needs at least one scale with images")
+    return torch.nonzero(keep).flatten()
+
+
+def fused_mask(segs: Sequence[torch.Tensor], index: int, size: tuple[int, int]) -> np.ndarray:
+    """The uint8 (H, W) mask of image ``index``: the argmax of :func:`fuse_seg` at ``size``, computed
+    over the channels of :func:`mask_candidates` only (one candidate: that class everywhere).
+
+    Upsampling and argmax cost in proportion to the channels: a 500 x 375 image of a 21-class
+    model with 3 candidates takes about a seventh of the time of all 21.
+    """
+    one = slice(index, index + 1)
+    keep = mask_candidates(segs, one)
+    if keep.numel() == 1:
+        return np.full(size, int(keep[0]), dtype=np.uint8)
+    if keep.numel() == segs[0].shape[1]:
+        return argmax_uint8(fuse_seg(segs, one, size))[0]
+    picked = argmax_uint8(fuse_seg([seg[:, keep] for seg in segs], one, size))[0]
+    return keep.to(torch.uint8).numpy()[picked]
