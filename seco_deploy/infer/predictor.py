@@ -16,13 +16,12 @@ images with the same network input shapes (as Ultralytics' predictor)::
   and the TTA fusion of :mod:`seco_deploy.infer.tta` (decoder logits per scale; CAMs fused,
   summed and normalised; image logits averaged); the image-level labels (tags, else the
   classifier above ``cls_threshold``);
-- :meth:`Predictor.postprocess`: at the images' original size: mask mode, the maximum over
-  scales then argmax, per image over the classes that can win there
-  (:func:`~seco_deploy.infer.tta.fused_mask`); with ``--crf``
-  (:func:`~seco_deploy.infer.refine.crf_mask`) or ``--save-probs`` the full logits, in chunks of
-  images of one size that fit :data:`POSTPROCESS_ELEMENTS` (memory holds one chunk, at least one
-  image); pseudo mode, :func:`seco_deploy.cam.cam_to_label` with ``bkg_thre`` then
-  :class:`~seco_deploy.infer.refine.PseudoRefiner`;
+- :meth:`Predictor.postprocess`: at the images' original size, in chunks of images of one size
+  whose full-size logits fit :data:`POSTPROCESS_ELEMENTS` (memory holds one chunk, at least one
+  image): mask mode, the maximum over scales then argmax over the classes that can win
+  (:func:`~seco_deploy.infer.tta.fused_masks`; ``--crf``:
+  :func:`~seco_deploy.infer.refine.crf_mask`); pseudo mode, :func:`seco_deploy.cam.cam_to_label`
+  with ``bkg_thre`` then :class:`~seco_deploy.infer.refine.PseudoRefiner`;
 - :meth:`Predictor.write`: the outputs (:mod:`seco_deploy.infer.outputs`), the mask last (its
   presence marks completion), and the image's manifest record.
 
@@ -65,16 +64,15 @@ from seco_deploy.infer.outputs import (
 )
 from seco_deploy.infer.refine import PseudoRefiner, argmax_uint8, crf_mask
 from seco_deploy.infer.sources import InputItem
-from seco_deploy.infer.tta import Normaliser, fuse_seg, fused_mask, input_size, stack_runs
+from seco_deploy.infer.tta import Normaliser, fuse_seg, fused_masks, input_size, stack_runs
 from seco_deploy.runtime.backends import Backend, ModelInfo
 from seco_deploy.runtime.errors import BackendError
 
 __all__ = ["POSTPROCESS_ELEMENTS", "Batch", "Fused", "Predictor", "Result"]
 
-# Full-size logits that :meth:`Predictor.postprocess` holds at once for ``--crf`` and
-# ``--save-probs`` (float32: 128 MiB): eight 500 x 375 images of 21 classes fit, so batches of
-# typical photos need one upsampling, while a batch of very large images is still handled one
-# image at a time.
+# Full-size logits that :meth:`Predictor.postprocess` holds at once (float32: 128 MiB): eight
+# 500 x 375 images of 21 classes fit, so batches of typical photos need one upsampling and one
+# argmax, while a batch of very large images is still handled one image at a time.
 POSTPROCESS_ELEMENTS = 1 << 25
 
 
@@ -230,23 +228,27 @@ class Predictor:
     def postprocess(self, batch: Batch, fused: Fused) -> list[tuple[Decoded, Result]]:
         """Per image at its original size: the mask (or pseudo-label), refined, with the extras asked for.
 
-        Plain masks are made image by image over the classes that can win there
-        (:func:`~seco_deploy.infer.tta.fused_mask`); with ``--crf`` or ``--save-probs`` the full
-        logits are made for chunks of images of one size at once (:meth:`chunks`).
+        Masks are made for chunks of images of one size at once (:meth:`chunks`): plain masks over
+        the classes that can win (:func:`~seco_deploy.infer.tta.fused_masks`), with ``--crf`` or
+        ``--save-probs`` from the full logits.
         """
         results = []
         plain_masks = self.mode == "mask" and not (self.options.crf or self.options.save_probs)
         for start, stop in self.chunks(batch):
             size = tuple(batch.images[start].shape[1:])
-            logits = fuse_seg(fused.segs, slice(start, stop), size) if self.mode == "mask" and not plain_masks else None
+            logits = masks = None
+            if plain_masks:
+                masks = fused_masks(fused.segs, slice(start, stop), size)
+            elif self.mode == "mask":
+                logits = fuse_seg(fused.segs, slice(start, stop), size)
             for j, i in enumerate(range(start, stop)):
                 sample, image = batch.samples[i], batch.images[i]
                 cam_full = None
                 if fused.cams is not None:
                     cam_full = torch.nn.functional.interpolate(fused.cams[i : i + 1], size=size, mode="bilinear",
                                                                align_corners=False)[0]
-                if plain_masks:
-                    result = Result(mask=fused_mask(fused.segs, i, size))
+                if masks is not None:
+                    result = Result(mask=masks[j])
                 elif logits is not None:
                     result = self._mask_result(logits[j], sample)
                 else:
