@@ -3,7 +3,7 @@
 The measurement is `seco benchmark`'s (:mod:`seco_deploy.bench.measure`, one worker process per
 format and setting): images/s end to end (decode, TTA, argmax, PNG writing) and of the model
 alone on the same inputs. Setup: ``--images`` synthetic 224 px images (``seco data synth``) and a
-random-init checkpoint of the ``cpu`` preset (ViT-Tiny/16, crop 224, mask scale 1.0, flip TTA);
+random-init checkpoint of the ``cpu`` preset (ViT-Tiny/16, crop 160, mask scale 1.0, flip TTA);
 the model's throughput does not depend on the weights. Predict's barely does: an untrained
 model's logits are all alike, so no class is ruled out of its masks
 (:func:`seco_deploy.infer.tta.fused_masks`) and the figures are those of the slowest case.
