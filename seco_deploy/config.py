@@ -71,6 +71,9 @@ class DataConfig:
     crop_size: int = 448
     scale_range: tuple[float, float] = (0.5, 2.0)
     global_crop_scale: tuple[float, float] = (0.4, 1.0)
+    # Side of the second global view in pixels; 0: the crop size, as the reference. Smaller costs
+    # less (the view is one more student pass with gradients; method §2.1, docs/method.md).
+    global_view_size: int = 0
     local_crop_size: int = 64
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -383,6 +386,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("'model.low_thre' must be below 'model.high_thre', both in [0, 1]")
     if cfg.data.local_crop_size > cfg.data.crop_size:
         raise ConfigError("'data.local_crop_size' must not exceed 'data.crop_size'")
+    if cfg.data.global_view_size < 0:
+        raise ConfigError("'data.global_view_size' must be 0 (the crop size) or a side in pixels")
     return cfg
 
 

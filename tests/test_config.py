@@ -58,6 +58,7 @@ def test_int_accepted_where_float_expected() -> None:
         ("model.use_lig=3", "model.use_lig"),
         ("data.scale_range=[0.5]", "data.scale_range"),
         ("train.amp=fp8", "train.amp"),
+        ("data.global_view_size=-1", "data.global_view_size"),
         ("iters=5", "section.key"),
         ("train.iters", "section.key=value"),
     ],

@@ -110,6 +110,15 @@ def test_views_are_deterministic_under_a_generator() -> None:
     assert not all(np.array_equal(a[k], c[k]) for k in a)
 
 
+def test_global_view_size_sets_the_second_views_side_only() -> None:
+    image, mask = _labelled_scene(50, 80)
+    same = TrainViews(DataConfig(crop_size=48))(image, mask, item_rng(0, 0, 0))
+    small = TrainViews(DataConfig(crop_size=48, global_view_size=32))(image, mask, item_rng(0, 0, 0))
+    assert same["global_view"].shape == (3, 48, 48) and small["global_view"].shape == (3, 32, 32)
+    for key in ("image", "local_view", "img_box", "mask"):  # the same draws: the other views are unchanged
+        np.testing.assert_array_equal(same[key], small[key])
+
+
 def test_local_view_keeps_the_main_crop_geometry() -> None:
     # A gray pattern: hue and saturation changes leave it gray, so luma stays comparable.
     y, x = np.mgrid[0:80, 0:80]

@@ -34,6 +34,22 @@ def test_test_preset_builds_fast_with_documented_shapes() -> None:
     assert net.queue_tags.dtype == torch.long and int(net.queue_tags.abs().sum()) == 0
 
 
+def test_a_global_view_of_another_size_gets_its_own_pass_with_the_same_outputs() -> None:
+    """data.global_view_size: the main view's outputs and the global view's class token are those
+    of separate passes, and gradients reach the encoder through the global view's token."""
+    net = _net().eval()  # eval: no dropout, so separate passes must agree exactly
+    x, small = torch.randn(2, 3, 64, 48), torch.randn(2, 3, 32, 32, requires_grad=True)
+    out = net.student(x, global_view=small)
+    alone = net.student(x)
+    assert out["view_cls"].shape == (2, 2, 32)
+    for key in ("cls", "F", "F_aux", "cls_logits", "seg_logits"):
+        assert torch.allclose(out[key], alone[key], atol=1e-6), key
+    assert torch.allclose(out["view_cls"][:, 0], alone["cls"], atol=1e-6)
+    assert torch.allclose(out["view_cls"][:, 1], net.encoder.forward_cls(small), atol=1e-6)
+    (out["view_cls"][:, 1] * torch.randn(2, 32)).sum().backward()  # a plain sum of a LayerNorm output is constant
+    assert small.grad is not None and small.grad.abs().sum() > 0
+
+
 def test_forward_infer_outputs_and_classifier_on_max_pooling() -> None:
     net = _net().eval()
     x = torch.randn(2, 3, 48, 64)

@@ -10,7 +10,8 @@ Training (:class:`TrainViews`), for an RGB uint8 image of size (h, w) and crop s
    source size and image and mask stay aligned pixel for pixel.
 2. **Second global view** of the source image: random-resized crop (area fraction
    ~ U(``data.global_crop_scale``), aspect ratio log-uniform in [3/4, 4/3], torchvision's
-   10-try rule with a centre-crop fallback) resized to S x S, flip p 0.5, colour jitter
+   10-try rule with a centre-crop fallback) resized to G x G (``data.global_view_size``; 0, the
+   default: G = S), flip p 0.5, colour jitter
    (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1; random order) with p 0.8, grayscale
    p 0.2, Gaussian blur (sigma ~ U(0.1, 2)) p 0.1, solarise (v >= 128 -> 255 - v) p 0.2.
 3. **Strong local view**: the main crop, not moved (the teacher's local crops are cut at the
@@ -253,7 +254,7 @@ def normalize(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
 class TrainViews:
     """Make the training views of one image; ``views(image, mask, rng) -> dict`` of numpy arrays.
 
-    Keys: ``image``, ``global_view``, ``local_view`` float32 (3, S, S); ``img_box`` int64 (4,)
+    Keys: ``image``, ``local_view`` float32 (3, S, S), ``global_view`` (3, G, G); ``img_box`` int64 (4,)
     ``(y0, y1, x0, x1)``; ``mask`` uint8 (S, S), 255 outside the box and everywhere when the
     image has no mask; ``context`` uint8 (S, S), the context mask cut the same way (0 where the
     set labels no context, 255 outside the box). Masks are for measuring (the training chain's
@@ -265,14 +266,15 @@ class TrainViews:
         self.crop_size = int(data_cfg.crop_size)
         self.scale_range = tuple(data_cfg.scale_range)
         self.global_crop_scale = tuple(data_cfg.global_crop_scale)
+        self.global_view_size = int(data_cfg.global_view_size) or self.crop_size
         self.mean = tuple(data_cfg.mean)
         self.std = tuple(data_cfg.std)
         self.ignore_index = int(data_cfg.ignore_index)
 
     def global_view(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The second global view as uint8 (S, S, 3), before normalisation."""
+        """The second global view as uint8 (G, G, 3), before normalisation."""
         top, left, ch, cw = random_resized_crop_box(image.shape[0], image.shape[1], self.global_crop_scale, rng)
-        size = self.crop_size
+        size = self.global_view_size
         view = cv2.resize(image[top : top + ch, left : left + cw], (size, size), interpolation=cv2.INTER_LINEAR)
         if rng.random() < 0.5:
             view = np.ascontiguousarray(view[:, ::-1])
@@ -316,7 +318,7 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 class TrainDataset(Dataset):
     """Torch dataset of training views: ``ds[i]`` (or ``ds[(epoch, i)]``) -> dict.
 
-    Values: ``image``, ``global_view``, ``local_view`` float32 (3, S, S), ``img_box`` int64
+    Values: ``image``, ``local_view`` float32 (3, S, S), ``global_view`` (3, G, G), ``img_box`` int64
     (4,), ``mask`` and ``context`` uint8 (S, S), ``tags`` float32 (C,) tensors and ``name`` str. The random
     draws of item i come from :func:`item_rng` ``(seed, epoch, i)``; call :meth:`set_epoch`
     before iterating a new epoch (DataLoader workers copy the dataset when the iterator starts,

@@ -171,17 +171,21 @@ class SeCoNet(nn.Module):
         return conv(pooled).flatten(1)
 
     def student(self, images: torch.Tensor, global_view: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The student on the main view and, when given, the global view, in ONE encoder pass (method §2.1).
+        """The student on the main view and, when given, the global view, in ONE encoder pass (method §2.1;
+        two when the global view has another size).
 
         Keys ``cls`` (N, D), ``F``/``F_aux`` (N, D, h, w), ``cls_logits``/``aux_logits`` (N, C),
         ``seg_logits`` (N, C+1, h, w) of the main view, and ``view_cls`` (N, v, D): the class tokens
         of [main view, global view] (v = 2 with a global view, else 1).
         """
         n = images.shape[0]
-        both = images if global_view is None else torch.cat([images, global_view], dim=0)
+        joint = global_view is not None and global_view.shape[-2:] == images.shape[-2:]
+        both = torch.cat([images, global_view], dim=0) if joint else images
         cls_all, feats_all, aux_all = self.encoder(both)
         feats, feats_aux = feats_all[:n], aux_all[:n]
-        views = [cls_all[:n, None]] + ([cls_all[n:, None]] if global_view is not None else [])
+        views = [cls_all[:n, None]]
+        if global_view is not None:  # another size (data.global_view_size): its own pass, class token only
+            views.append(cls_all[n:, None] if joint else self.encoder.forward_cls(global_view)[:, None])
         return {
             "cls": cls_all[:n],
             "F": feats,

@@ -4,7 +4,7 @@ The forward is the whole step of docs/method.md §2, top to bottom, so a DDP wra
 module sees ONE forward per iteration (as MoCo v3 and DINO keep their step a module's forward).
 No optimiser step: that is :class:`seco_deploy.train.iteration.Iteration`.
 
-``batch`` holds, on the network's device, ``image``, ``global_view``, ``local_view`` (B, 3, S, S)
+``batch`` holds, on the network's device, ``image``, ``local_view`` (B, 3, S, S), ``global_view`` (B, 3, G, G)
 normalised, ``img_box`` (B, 4) long (y0, y1, x0, x1) and ``tags`` (B, C) multi-hot.
 ``iteration`` is the 0-based index of this iteration (the reference's ``n_iter``); the schedule is
 
