@@ -8,7 +8,9 @@ preset's ``builtin:vit-tiny-fractal-5k``), and for every training seed s:
 - ``a@T``: the baseline with as many iterations as it runs in SeCo's time, ``round(N * r)``
   where ``r = t_SeCo / t_baseline`` is the per-iteration cost ratio measured at the start of
   this run, interleaved (**equal time**);
-- any ``--arm NAME=OVERRIDES`` (e.g. ``d-sigma0.5=model.rectify_sigma=0.5``), N iterations.
+- any ``--arm NAME=OVERRIDES`` (e.g. ``d-sigma0.5=model.rectify_sigma=0.5``), N iterations, or K
+  when OVERRIDES holds ``iters=K`` (e.g. a cheaper SeCo at SeCo's time:
+  ``d-gv64@T=data.global_view_size=64,iters=190``).
 
 Runs and heads start from the same seed, so for one seed every arm starts from the same
 weights. Each job is ``benchmarks/cooccurrence.py`` in its own process (``--jobs`` at a time,
@@ -186,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrained", default="builtin:vit-tiny-fractal-5k")
     parser.add_argument("--set", action="append", default=[], help="override for every arm")
     parser.add_argument("--arm", action="append", default=[],
-                        help="extra arm NAME=OVERRIDE[,OVERRIDE] (full SeCo + overrides, N iterations)")
+                        help="extra arm NAME=OVERRIDE[,OVERRIDE] (full SeCo + overrides, N iterations, or K "
+                             "with the item iters=K)")
     parser.add_argument("--no-equal-time", action="store_true", help="skip the baseline at SeCo's time")
     parser.add_argument("--arms", default=None, help="run only these arms (comma-separated names, e.g. d@N,a@T)")
     parser.add_argument("--ratio", type=float, default=None, help="cost ratio SeCo/baseline (skip calibration)")
@@ -210,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         plan.append(("a@T", "a", max(1, round(args.iters * ratio)), []))
     for spec in args.arm:
         name, _, overrides = spec.partition("=")
-        plan.append((name, "d", args.iters, [o for o in overrides.split(",") if o]))
+        items = [o for o in overrides.split(",") if o]
+        iters = [int(o.split("=", 1)[1]) for o in items if o.startswith("iters=")]
+        plan.append((name, "d", iters[-1] if iters else args.iters, [o for o in items if not o.startswith("iters=")]))
     if args.arms:
         keep = {a.strip() for a in args.arms.split(",") if a.strip()}
         unknown = keep - {p[0] for p in plan}

@@ -74,11 +74,17 @@ def matmul_gflops(dtype_name: str, size: int = 1024, repeats: int = 5) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def build_iteration(name: str, batch: int | None, device: str, num_classes: int) -> tuple[Any, dict[str, Any]]:
+PHASES = ("full", "contrast", "early")
+
+
+def build_iteration(name: str, batch: int | None, device: str, num_classes: int,
+                    phase: str = "full") -> tuple[Any, dict[str, Any]]:
     """Our training iteration of configuration ``name`` on a synthetic batch held in memory.
 
-    Returns ``(iterate, info)``: ``iterate(offset, autocast)`` runs one
-    :class:`~seco_deploy.train.iteration.Iteration` (the step with every loss term on, under
+    ``phase``: ``full`` (every loss term on, after ``train.seg_start``), ``contrast`` (LiL and LiG
+    on, before the seg term) or ``early`` (before the contrast phase and its passes: cls, aux,
+    ptc only). Returns ``(iterate, info)``: ``iterate(offset, autocast)`` runs one
+    :class:`~seco_deploy.train.iteration.Iteration` (the step of that phase, under
     ``torch.autocast`` with dtype ``autocast`` when it is not None, backward, AdamW step), as
     training runs it, and returns the loss terms; ``info`` describes the configuration.
     """
@@ -100,18 +106,26 @@ def build_iteration(name: str, batch: int | None, device: str, num_classes: int)
     run = Iteration(TrainingStep(net, cfg.model, cfg.train, cfg.data),
                     build_optimizer(net.param_groups(cfg.train), cfg.train), WarmupPolySchedule.from_config(cfg.train))
     b, s = cfg.train.batch_size, cfg.data.crop_size
+    gs = cfg.data.global_view_size or s
     g = torch.Generator().manual_seed(0)
     tags = (torch.rand(b, num_classes, generator=g) < 2.0 / num_classes).float()
     tags[torch.arange(b), torch.randint(0, num_classes, (b,), generator=g)] = 1.0
     batch_t = {
         "image": torch.randn(b, 3, s, s, generator=g),
-        "global_view": torch.randn(b, 3, s, s, generator=g),
+        "global_view": torch.randn(b, 3, gs, gs, generator=g),
         "local_view": torch.randn(b, 3, s, s, generator=g),
         "img_box": torch.tensor([[0, s, 0, s]] * b),
         "tags": tags,
     }
     batch_t = {k: v.to(dev) for k, v in batch_t.items()}
-    first = max(cfg.train.seg_start, cfg.train.contrast_start, cfg.train.update_prototype) + 1
+    if phase not in PHASES:
+        raise ValueError(f"phase {phase!r}: choose one of {', '.join(PHASES)}")
+    tc = cfg.train
+    first = {"full": max(tc.seg_start, tc.contrast_start, tc.update_prototype) + 1,
+             "contrast": tc.contrast_start + 1, "early": 0}[phase]
+    if phase == "contrast" and first >= tc.seg_start:
+        raise ValueError(f"{name}: no iteration with contrast on and the seg term off (contrast_start "
+                         f"{tc.contrast_start}, seg_start {tc.seg_start})")
 
     def iterate(offset: int, autocast: Any = None) -> dict[str, float]:
         run.amp_dtype = autocast
@@ -122,6 +136,7 @@ def build_iteration(name: str, batch: int | None, device: str, num_classes: int)
 
     info = {
         "config": name,
+        "phase": phase,
         "preset": preset_name,
         "overrides": overrides + extra,
         "batch": b,
