@@ -109,7 +109,9 @@ def mask_candidates(segs: Sequence[torch.Tensor], images: slice) -> torch.Tensor
     class for which that holds in every cell at every scale is below some class at every output
     pixel after the maximum over scales too, so it is never the argmax (ties included): the
     argmax over the other channels, mapped back to their indices, is the argmax over all. The
-    margin :data:`CANDIDATE_MARGIN` covers float rounding.
+    margin :data:`CANDIDATE_MARGIN` covers float rounding. (Upsampling a subset of the channels
+    may round differently in the last bit from upsampling all of them, which can move only pixels
+    where two kept classes tie to the last bit.)
     """
     keep = None
     for seg in segs:
@@ -130,13 +132,15 @@ def fused_masks(segs: Sequence[torch.Tensor], images: slice, size: tuple[int, in
     """uint8 (n, H, W) masks of ``images`` (all of original size ``size``): the argmax of
     :func:`fuse_seg`, over the channels of :func:`mask_candidates` only.
 
-    Upsampling and argmax cost in proportion to the channels: when the images have few candidates
-    (at most half the classes on average; a trained model on a 21-class set has 2-4 per photo),
-    each image is done alone over its own, which for a 500 x 375 image of 21 classes and 3
-    candidates takes a seventh of the time; otherwise, as for an untrained model whose logits
-    are all alike, the images are done together over every class (one upsampling, one argmax).
-    One candidate fills the mask with that class.
+    On the CPU upsampling and argmax cost in proportion to the channels: when the images have few
+    candidates (at most half the classes on average), each image is done alone over its own
+    (``benchmarks/mask_candidates.py``: 1.5x faster on the demo's trained 7-class model, 3.6
+    candidates an image; 5.4x for 500 x 375 masks of 21 classes with 3); otherwise, as for an
+    untrained model whose logits are all alike, and always on a GPU, the images are done together
+    over every class (one upsampling, one argmax). One candidate fills the mask with that class.
     """
+    if segs and segs[0].device.type != "cpu":
+        return argmax_uint8(fuse_seg(segs, images, size))
     alive = mask_candidates(segs, images)
     n, k = alive.shape
     if int(alive.sum()) * 2 > n * k:
