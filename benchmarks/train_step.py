@@ -106,7 +106,7 @@ def build_iteration(name: str, batch: int | None, device: str, num_classes: int,
     run = Iteration(TrainingStep(net, cfg.model, cfg.train, cfg.data),
                     build_optimizer(net.param_groups(cfg.train), cfg.train), WarmupPolySchedule.from_config(cfg.train))
     b, s = cfg.train.batch_size, cfg.data.crop_size
-    gs = cfg.data.global_view_size or s
+    gs = cfg.data.global_view_side
     g = torch.Generator().manual_seed(0)
     tags = (torch.rand(b, num_classes, generator=g) < 2.0 / num_classes).float()
     tags[torch.arange(b), torch.randint(0, num_classes, (b,), generator=g)] = 1.0

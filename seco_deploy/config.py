@@ -81,6 +81,11 @@ class DataConfig:
     num_workers: int = 2
     max_pixels: int = 178_956_970  # decompression-bomb guard (Pillow's default limit)
 
+    @property
+    def global_view_side(self) -> int:
+        """The second global view's side in pixels: ``global_view_size``, or the crop size when 0."""
+        return int(self.global_view_size) or int(self.crop_size)
+
 
 @dataclass
 class ModelConfig:

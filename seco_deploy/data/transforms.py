@@ -266,7 +266,7 @@ class TrainViews:
         self.crop_size = int(data_cfg.crop_size)
         self.scale_range = tuple(data_cfg.scale_range)
         self.global_crop_scale = tuple(data_cfg.global_crop_scale)
-        self.global_view_size = int(data_cfg.global_view_size) or self.crop_size
+        self.global_view_size = data_cfg.global_view_side
         self.mean = tuple(data_cfg.mean)
         self.std = tuple(data_cfg.std)
         self.ignore_index = int(data_cfg.ignore_index)
