@@ -17,7 +17,8 @@ def _say(text: str) -> None:
 def pretrain(
     out: Path = typer.Argument(..., help="Run folder: last.pt, metrics.jsonl, weights.safetensors, card.json."),
     source: str | None = typer.Option(None, "--source", help="fractals (objects on noise, default) | regions "
-                                      "(objects on textured regions that are categories of their own)."),
+                                      "(objects on textured regions that are categories of their own) | shapes "
+                                      "(objects made of solid parts on unlabelled textured surfaces)."),
     iters: int | None = typer.Option(None, "--iters", help="Iterations (default 2000)."),
     batch: int | None = typer.Option(None, "--batch", help="Images per iteration (default 32)."),
     size: int | None = typer.Option(None, "--size", help="Image side in pixels (default 112)."),
@@ -30,7 +31,9 @@ def pretrain(
 ) -> None:
     """Pretrain the encoder on rendered fractal scenes (formula-driven, no dataset images).
 
-    `--source regions` lays the fractals on textured regions whose textures are labels too.
+    `--source regions` lays the fractals on textured regions whose textures are labels too;
+    `--source shapes` draws objects made of solid parts on unlabelled textured surfaces.
+    `--set init=mimetic` starts the attention as a trained ViT's (faster from scratch).
 
     The weights file OUT/weights.safetensors loads with `seco train --pretrained FILE`; the
     project ships two: `builtin:vit-tiny-fractal` (the defaults) and `builtin:vit-tiny-fractal-5k`

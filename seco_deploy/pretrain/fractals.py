@@ -59,7 +59,8 @@ class Scene:
     patch_labels: np.ndarray  # int64 (S/p, S/p), 0 = background, k + 1 = category k
 
 
-def _rng(*key: int) -> np.random.Generator:
+def scene_rng(*key: int) -> np.random.Generator:
+    """The generator of one key (``seed, index, ...``): the same key always draws the same numbers."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(k) for k in key])))
 
 
@@ -96,7 +97,7 @@ def _fill_rate(pts: np.ndarray, grid: int = 32) -> float:
 def category_bank(seed: int, categories: int) -> list[Category]:
     """``categories`` IFS systems drawn from ``seed``, each passing ``MIN_FILL``, with their attractors."""
     bank: list[Category] = []
-    rng = _rng(seed, 0x1F5)
+    rng = scene_rng(seed, 0x1F5)
     while len(bank) < categories:
         m = int(rng.integers(2, 5))
         maps = rng.uniform(-1, 1, size=(m, 2, 3))
@@ -113,7 +114,8 @@ def category_bank(seed: int, categories: int) -> list[Category]:
     return bank
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def noise_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """float32 (S, S, 3): smooth noise of 2-6 cells blended with a linear ramp between two random colours."""
     cells = int(rng.integers(2, 7))
     noise = rng.uniform(0, 1, size=(cells, cells, 3)).astype(np.float32)
     noise = cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
@@ -159,11 +161,11 @@ def render_scene(bank: list[Category], seed: int, index: int, size: int, patch: 
     """Image ``index`` of the stream ``seed``: a pure function of its arguments (see the module doc)."""
     if size % patch:
         raise ValueError(f"image size {size} is not a multiple of the patch size {patch}")
-    rng = _rng(seed, index)
+    rng = scene_rng(seed, index)
     k = len(bank)
     count = int(rng.integers(1, max_objects + 1))
     cats = rng.choice(k, size=min(count, k), replace=False)
-    img = _background(rng, size)
+    img = noise_background(rng, size)
     owner = np.full((size, size), -1, np.int64)
     img = paint_objects(bank, cats, rng, img, owner)
     img = img + rng.normal(0, 6.0, size=img.shape).astype(np.float32)
@@ -171,9 +173,16 @@ def render_scene(bank: list[Category], seed: int, index: int, size: int, patch: 
     for c in cats:
         if (owner == int(c)).mean() >= MIN_VISIBLE:
             labels[int(c)] = 1.0
+    return Scene(np.clip(img, 0, 255).astype(np.uint8), labels, object_patch_labels(owner, k, patch))
+
+
+def object_patch_labels(owner: np.ndarray, categories: int, patch: int) -> np.ndarray:
+    """int64 (S/p, S/p) from ``owner`` (int (S, S), -1 background, else a category in ``0..K-1``): per patch
+    ``k + 1`` for the category covering most of its pixels when that covers at least ``PATCH_COVER`` of them,
+    else 0."""
+    size, k = owner.shape[0], categories
     g = size // patch
     cell = (np.arange(size) // patch)[:, None] * g + (np.arange(size) // patch)[None, :]
     counts = np.bincount((cell * (k + 1) + owner + 1).ravel(), minlength=g * g * (k + 1)).reshape(g, g, k + 1)
     best = counts[..., 1:].argmax(-1)
-    patch_labels = np.where(counts[..., 1:].max(-1) >= PATCH_COVER * patch * patch, best + 1, 0).astype(np.int64)
-    return Scene(np.clip(img, 0, 255).astype(np.uint8), labels, patch_labels)
+    return np.where(counts[..., 1:].max(-1) >= PATCH_COVER * patch * patch, best + 1, 0).astype(np.int64)

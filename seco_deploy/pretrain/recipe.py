@@ -3,7 +3,8 @@
 A run is a pure function of its recipe: image ``i`` of iteration ``t`` is scene
 ``t * batch + i`` of the stream ``seed`` (``source``: ``fractals``, fractal objects on unlabelled
 noise, :mod:`.fractals`; ``regions``, fractal objects on textured regions that are categories of
-their own, :mod:`.regions`), so resuming at iteration t sees
+their own, :mod:`.regions`; ``shapes``, objects made of solid parts on unlabelled textured
+surfaces, :mod:`.shapes`), so resuming at iteration t sees
 exactly the images an uninterrupted run would. The recipe is stored in the run's checkpoint and
 in the weights file's metadata; resuming with a different recipe is refused.
 
@@ -17,6 +18,10 @@ Loss (``supervision``):
   plain mean is minimised by calling every patch background). It also teaches where each
   category is.
 
+Initialisation (``init``): ``timm``, timm's own; ``mimetic``, attention set up as a trained ViT's
+and a 2-D sine-cosine positional table (:mod:`seco_deploy.model.init`), which starts learning
+sooner from scratch.
+
 Learning rate: linear warm-up over ``warmup_iters`` from 0, then cosine to ``lr * min_lr_ratio``
 at ``iters``; AdamW with ``weight_decay`` on matrices only.
 """
@@ -28,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SUPERVISION = ("image", "dense")
-SOURCES = ("fractals", "regions")
+SOURCES = ("fractals", "regions", "shapes")
+INITS = ("timm", "mimetic")
 
 
 class RecipeError(ValueError):
@@ -46,6 +52,7 @@ class PretrainRecipe:
     max_regions: int = 3
     image_size: int = 112
     supervision: str = "dense"
+    init: str = "timm"
     patch_weight: float = 1.0
     iters: int = 2000
     batch_size: int = 32
@@ -67,6 +74,8 @@ class PretrainRecipe:
                 raise RecipeError(f"pretrain {name} must be >= 1, got {getattr(self, name)}")
         if self.supervision not in SUPERVISION:
             raise RecipeError(f"pretrain supervision must be one of {', '.join(SUPERVISION)}, got {self.supervision!r}")
+        if self.init not in INITS:
+            raise RecipeError(f"pretrain init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.source not in SOURCES:
             raise RecipeError(f"pretrain source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if self.textures < 1 or self.max_regions < 1:

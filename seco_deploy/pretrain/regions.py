@@ -46,7 +46,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from seco_deploy.pretrain.fractals import MIN_VISIBLE, PATCH_COVER, Category, Scene, _background, _rng, paint_objects
+from seco_deploy.pretrain.fractals import (
+    MIN_VISIBLE,
+    PATCH_COVER,
+    Category,
+    Scene,
+    noise_background,
+    paint_objects,
+    scene_rng,
+)
 
 FAMILIES = ("grating", "wave", "checker", "dots", "blobs")
 PERIOD = (5.0, 14.0)  # pixels at 112 px
@@ -66,7 +74,7 @@ def texture_bank(seed: int, textures: int) -> list[Texture]:
     """``textures`` texture categories of ``seed`` (family cycles through :data:`FAMILIES`)."""
     bank = []
     for t in range(textures):
-        rng = _rng(seed, 0x7E5, t)
+        rng = scene_rng(seed, 0x7E5, t)
         bank.append(Texture(FAMILIES[t % len(FAMILIES)], float(rng.uniform(0, np.pi)), float(rng.uniform(*PERIOD))))
     return bank
 
@@ -113,11 +121,11 @@ def render_region_scene(objects: list[Category], textures: list[Texture], seed: 
     """Image ``index`` of the stream ``seed``: a pure function of its arguments (module doc)."""
     if size % patch:
         raise ValueError(f"image size {size} is not a multiple of the patch size {patch}")
-    rng = _rng(seed, index, 0x5E6)
+    rng = scene_rng(seed, index, 0x5E6)
     kf, kt = len(objects), len(textures)
     k = kf + kt
     owner = np.full((size, size), -1, np.int64)  # -1 background, 0..kf-1 objects, kf.. textures
-    img = _background(rng, size)
+    img = noise_background(rng, size)
     cells = _regions(rng, size, int(rng.integers(1, max_regions + 1)))
     picks = rng.choice(kt, size=min(int(cells.max()) + 1, kt), replace=False) if kt else np.zeros(0, int)
     for r, t in enumerate(picks):

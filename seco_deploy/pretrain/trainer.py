@@ -34,9 +34,11 @@ from seco_deploy.config import DataConfig
 from seco_deploy.data.io import atomic_path, atomic_write_text, file_sha256
 from seco_deploy.data.workers import worker_init_fn
 from seco_deploy.model.backbone import ViTBackbone
+from seco_deploy.model.init import locality_init_
 from seco_deploy.pretrain.fractals import Scene, category_bank, render_scene
 from seco_deploy.pretrain.recipe import PretrainRecipe, RecipeError
 from seco_deploy.pretrain.regions import render_region_scene, texture_bank
+from seco_deploy.pretrain.shapes import render_shape_scene, shape_bank
 
 EVAL_STREAM = 1_000_003  # eval scenes come from stream seed + EVAL_STREAM: never a training image
 STATE_FILE = "last.pt"
@@ -47,6 +49,8 @@ class PretrainNet(nn.Module):
     def __init__(self, recipe: PretrainRecipe) -> None:
         super().__init__()
         self.encoder = ViTBackbone(recipe.backbone, aux_layer=-1, freeze_pos_embed=False, **recipe.backbone_kwargs)
+        if recipe.init == "mimetic":
+            locality_init_(self.encoder.vit)
         dim = self.encoder.embed_dim
         self.cls_head = nn.Linear(dim, recipe.classes)
         self.patch_head = nn.Conv2d(dim, recipe.classes + 1, 1)
@@ -61,7 +65,8 @@ class SceneStream(torch.utils.data.Dataset):
 
     def __init__(self, recipe: PretrainRecipe, seed: int, patch: int) -> None:
         self.recipe, self.seed, self.patch = recipe, seed, patch
-        self.bank = category_bank(recipe.seed, recipe.categories)
+        self.bank: list[Any] = (shape_bank(recipe.seed, recipe.categories) if recipe.source == "shapes"
+                                else category_bank(recipe.seed, recipe.categories))
         self.textures = texture_bank(recipe.seed, recipe.textures) if recipe.source == "regions" else []
         data = DataConfig()
         self.mean = np.asarray(data.mean, np.float32) * 255
@@ -72,6 +77,8 @@ class SceneStream(torch.utils.data.Dataset):
 
     def scene(self, index: int) -> Scene:
         r = self.recipe
+        if r.source == "shapes":
+            return render_shape_scene(self.bank, self.seed, index, r.image_size, self.patch, r.max_objects)
         if r.source == "regions":
             return render_region_scene(self.bank, self.textures, self.seed, index, r.image_size, self.patch,
                                        r.max_objects, r.max_regions)
@@ -183,12 +190,19 @@ def write_weights(path: Path, net: PretrainNet, recipe: PretrainRecipe, iteratio
 
 
 def _has_seen(recipe: PretrainRecipe, iteration: int) -> str:
+    never = ("no photograph, no dataset image, none of the synthetic co-occurrence set's classes, contexts or "
+             "scenes")
+    if recipe.source == "shapes":
+        return (f"{iteration * recipe.batch_size} rendered scenes of 1-{recipe.max_objects} objects of "
+                f"{recipe.categories} categories (seed {recipe.seed}), each a random rigid arrangement of 2-5 solid "
+                "parts (ellipses, rectangles, triangles, polygons) in random colours, on 1-3 unlabelled bands of "
+                "smooth noise, grain, stripes or blobs, with 0-3 unlabelled single-part clutter shapes, "
+                f"{recipe.image_size} px; placed independently of each other and of the surfaces; {never}")
     surface = (f"1-{recipe.max_regions} regions, each one of {recipe.textures} texture categories (gratings, wavy "
                "lines, checkers, dot lattices, thresholded blobs) or smooth random-colour noise, placed independently "
                "of the objects" if recipe.source == "regions" else "smooth random-colour noise backgrounds")
     return (f"{iteration * recipe.batch_size} rendered scenes of 1-{recipe.max_objects} IFS fractals of "
-            f"{recipe.categories} categories (seed {recipe.seed}) on {surface}, {recipe.image_size} px; no "
-            "photograph, no dataset image, none of the synthetic co-occurrence set's classes, contexts or scenes")
+            f"{recipe.categories} categories (seed {recipe.seed}) on {surface}, {recipe.image_size} px; {never}")
 
 
 def pretrain(recipe: PretrainRecipe, out: Path, resume: bool = False, max_minutes: float | None = None,
