@@ -259,15 +259,18 @@ def extract_crops(images: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor, crop
 
 
 def crop_tags(roi_crops: torch.Tensor, image_class: torch.Tensor, num_classes: int,
-              threshold: float = 0.2) -> torch.Tensor:
+              threshold: float = 0.2, uncertain_as_class: bool = True) -> torch.Tensor:
     """Tags (B, n) of local crops from their ROI crops (B, n, s, s) (method §2.4).
 
     ``image_class`` (B,) is :func:`single_roi_class`; in a single-class image uncertain pixels count
-    as that class. Fraction of foreground-or-uncertain pixels <= ``threshold`` -> 0; else exactly
-    one class inside -> that class; else -> -1.
+    as that class (the paper; ``uncertain_as_class=False``: they never count as a class, so a crop
+    needs confident pixels of a class to take its tag). Fraction of foreground-or-uncertain pixels
+    <= ``threshold`` -> 0; else exactly one class inside -> that class; else -> -1.
     """
     b, n = roi_crops.shape[:2]
     single = image_class.view(b, 1, 1, 1)
+    if not uncertain_as_class:
+        single = torch.full_like(single, -1)
     effective = torch.where((roi_crops == UNCERTAIN) & (single > 0), single, roi_crops)
     active = ((roi_crops >= 1) & (roi_crops != IGNORE)) | (roi_crops == UNCERTAIN)
     fraction = active.flatten(2).float().mean(2)
@@ -287,8 +290,9 @@ def decompose(
     crop_size: int,
     threshold: float = 0.2,
     generator: torch.Generator | None = None,
+    uncertain_as_class: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Method §2.4: local crops at the same positions from both views, with their tags.
+    """Method §2.4: local crops at the same positions from both views, with their tags (:func:`crop_tags`).
 
     Returns ``student`` and ``teacher`` crops (B*n, 3, s, s) image-major, ``tags`` (B, n) long,
     ``global_tags`` (B,) long (the image's single ROI class or -1) and ``y0``/``x0`` (B, n).
@@ -298,7 +302,7 @@ def decompose(
     crops = extract_crops(both, y0, x0, crop_size)  # (B, n, 6, s, s)
     b, n = y0.shape
     image_class = single_roi_class(roi, num_classes)
-    tags = crop_tags(extract_crops(roi, y0, x0, crop_size), image_class, num_classes, threshold)
+    tags = crop_tags(extract_crops(roi, y0, x0, crop_size), image_class, num_classes, threshold, uncertain_as_class)
     c = student_view.shape[1]
     return {
         "student": crops[:, :, :c].reshape(b * n, c, crop_size, crop_size),

@@ -115,6 +115,9 @@ class ModelConfig:
     par_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
     decoder_dilations: tuple[int, ...] = (6, 12, 18, 24)
     tag_threshold: float = 0.2  # a local crop with at most this foreground/uncertain fraction is background
+    # In an image with one ROI class its uncertain pixels count as that class when tagging crops (the paper);
+    # false: a crop takes a class's tag only from confident pixels of it (docs/method.md §2.4, "Beyond the paper").
+    uncertain_as_class: bool = True
     reg_max_points: int = 4096  # CRF regulariser: at most this many grid points per image (coarser beyond)
     # Ablation switches: all on is SeCo, all off is the plain-CAM (ToCo-style) baseline.
     use_decomposition: bool = True

@@ -153,6 +153,11 @@ def test_crop_tags_on_crafted_roi_crops() -> None:
     tags = camlib.crop_tags(crops, image_class, num_classes=3, threshold=0.2)
     assert tags[0].tolist() == [0, 0, 2, -1, -1, 0]
     assert tags[1, :2].tolist() == [3, 3]
+    # uncertain_as_class=False: the single-class image's uncertain-only crop has no class (-1); the crop
+    # with confident pixels of 3 keeps its tag; the multi-class image is unchanged.
+    strict = camlib.crop_tags(crops, image_class, num_classes=3, threshold=0.2, uncertain_as_class=False)
+    assert strict[0].tolist() == tags[0].tolist()
+    assert strict[1, :2].tolist() == [-1, 3]
 
 
 def test_single_roi_class_tags_global_views() -> None:

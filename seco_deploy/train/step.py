@@ -140,7 +140,8 @@ class TrainingStep(nn.Module):
                                       mcfg.high_thre, mcfg.low_thre)
                 if mcfg.use_decomposition:
                     dec = camlib.decompose(image, batch["local_view"].to(device), roi, net.num_classes,
-                                           mcfg.num_local_crops, self.local_crop_size, mcfg.tag_threshold, generator)
+                                           mcfg.num_local_crops, self.local_crop_size, mcfg.tag_threshold, generator,
+                                           mcfg.uncertain_as_class)
                     view_tags = dec["global_tags"]
                 else:
                     view_tags = camlib.single_roi_class(roi, net.num_classes)
