@@ -49,6 +49,8 @@ _RECORDED = {
     "easy": ("43ca3262d5a528e155abcd16c34d7c5e57aeee76b0fc4b28fef23535b056a22c", (126.307, 137.082, 138.219)),
     "cooccur": ("8480597374333b27f6375795e5415da79393ec70cd3e0aaf92fd3b6779b2a76c", (116.464, 141.422, 148.381)),
     "hard": ("f25be4d17a57b22f284fb45db5458b206448ac0858651dd268df5827011aa05f", (115.377, 140.868, 148.544)),
+    # Recorded when the profile was added (the demo's default set).
+    "partial": ("99a6eb550f3d10fc49028dd59d998f2b6c85fb416a389cf50ab2a48aa4717311", (126.675, 138.828, 144.039)),
 }
 
 
@@ -147,6 +149,9 @@ def test_profiles_order_the_coupling(tmp_path: Path) -> None:
     hard = synthesize(tmp_path / "hard", images=80, size=32, seed=0, difficulty="hard")
     assert sum(easy.context_alone.values()) > sum(hard.context_alone.values())
     assert easy.pair_rate["person|horse"] < hard.pair_rate["person|horse"]
+    partial = synthesize(tmp_path / "partial", images=80, size=32, seed=0, difficulty="partial")
+    # partial: hard's coupling of class to context, but each context alone more often than in hard
+    assert sum(hard.context_alone.values()) < sum(partial.context_alone.values()) < sum(easy.context_alone.values())
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
@@ -182,4 +187,4 @@ def test_cli_writes_layout_summary_and_preview(tmp_path: Path) -> None:
     assert replaced.exit_code == 0, replaced.output
     assert json.loads((out / "synth.json").read_text(encoding="utf-8"))["difficulty"] == "hard"
     bad = invoke(["data", "synth", str(tmp_path / "y"), "--difficulty", "medium"])
-    assert bad.exit_code == 2 and said(bad, "easy, cooccur, hard")
+    assert bad.exit_code == 2 and said(bad, "easy, cooccur, hard, partial")

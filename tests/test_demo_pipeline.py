@@ -52,12 +52,14 @@ def test_demo_figures(tiny_demo) -> None:
     assert "ONNX" in products["decoder masks"]["how"]
     assert tiny_demo.figures["headline"].startswith("mIoU: ")
     assert "parity ok" in data["settings"]["model"]
+    assert data["settings"]["CAM pseudo-label scales"] == "1, 1.5"  # the demo's default --cam-scales
 
 
 def test_report_has_every_section(tiny_demo) -> None:
     html = tiny_demo.report.read_text(encoding="utf-8")
     for section in DEMO_SECTIONS:
         assert f'<section id="{section}">' in html, section
+    assert '<section id="ladder">' in html and "profile <code>partial</code>" in html  # the set's own ladder
     body = {sid: part for sid, part in re.findall(r'<section id="([^"]+)">(.*?)</section>', html, flags=re.S)}
     assert "<table" in body["miou"] and "decoder masks" in body["miou"]
     assert "FP:TP" in body["per-class"]
@@ -81,6 +83,7 @@ def test_report_without_matplotlib(tiny_demo, monkeypatch: pytest.MonkeyPatch, t
     html = report.read_text(encoding="utf-8")
     assert "Training curves need matplotlib" in html
     assert 'id="examples"' in html and html.count("data:image/png;base64,") == 10
+    assert 'id="ladder"' not in html  # no profile given: no shipped ladder to show
 
 
 @pytest.mark.parametrize(
@@ -90,6 +93,7 @@ def test_report_without_matplotlib(tiny_demo, monkeypatch: pytest.MonkeyPatch, t
         (["--images", "3"], "--images must be at least 10"),
         (["--difficulty", "nope"], "--difficulty 'nope'"),
         (["--checkpoint", "/nonexistent/last.pt"], "does not exist"),
+        (["--cam-scales", "1.0,0"], "--cam-scales '1.0,0' must list positive numbers"),
     ],
 )
 def test_cli_usage_errors(args: list[str], message: str, tmp_path: Path) -> None:

@@ -7,9 +7,11 @@ has a ``.json`` card beside it (written by ``seco pretrain``): the recipe that m
 sha256 and exactly what it has seen; ``docs/method.md`` ("Pretrained start") says how to
 reproduce it.
 
-``LADDER`` is the co-occurrence ladder measured from ``builtin:vit-tiny-fractal`` with
-``benchmarks/ladder.py`` (its ``ladder.json``, command inside), which ``seco demo`` shows
-beside its own run: a 3-seed comparison does not fit the demo's budget.
+``LADDERS`` maps a synthetic profile to the co-occurrence ladder measured on it with
+``benchmarks/ladder.py`` (its ``ladder.json``; the command, the start and the seeds inside):
+``hard`` from ``builtin:vit-tiny-fractal``, ``partial`` (the demo's default set) from
+``builtin:vit-tiny-fractal-5k``. ``seco demo`` shows the one of its own profile beside its run:
+a 3-seed comparison does not fit the demo's budget.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "vit-tiny-fractal": ("vit_tiny_fractal.safetensors", "vit_tiny_patch16_224"),  # 2000 iterations
     "vit-tiny-fractal-5k": ("vit_tiny_fractal_5k.safetensors", "vit_tiny_patch16_224"),  # 5000: the cpu preset's
 }
-LADDER = "ladder_hard.json"
+LADDERS: dict[str, str] = {"hard": "ladder_hard.json", "partial": "ladder_partial.json"}
 
 
 def is_builtin(spec: str) -> bool:
@@ -43,9 +45,11 @@ def builtin_weights(spec: str) -> Path:
     return path
 
 
-def shipped_ladder() -> dict[str, Any] | None:
-    """The shipped ``ladder.json`` (see ``LADDER``), or None when this installation lacks it."""
-    path = FOLDER / LADDER
+def shipped_ladder(difficulty: str) -> dict[str, Any] | None:
+    """The shipped ladder of the synthetic profile ``difficulty`` (see ``LADDERS``), or None when there is none."""
+    if difficulty not in LADDERS:
+        return None
+    path = FOLDER / LADDERS[difficulty]
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))

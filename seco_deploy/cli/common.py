@@ -23,3 +23,15 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
+
+def parse_scales(text: str | None, option: str = "--scales") -> tuple[float, ...] | None:
+    """``"1.0,1.5"`` -> ``(1.0, 1.5)``; None stays None; anything else fails naming ``option`` (exit 2)."""
+    if text is None:
+        return None
+    try:
+        scales = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        fail(f"{option} {text!r} must be comma-separated numbers, e.g. 1.0,1.25,1.5")
+    if not scales or min(scales) <= 0:
+        fail(f"{option} {text!r} must list positive numbers, e.g. 1.0,1.25,1.5")
+    return scales

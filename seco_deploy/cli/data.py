@@ -24,7 +24,8 @@ def synth(
         "hard",
         "--difficulty",
         help="Profile: easy (loose coupling, distinctive objects), cooccur (the co-occurrence trap), "
-        "hard (default: stronger coupling, smaller objects, more clutter; the one that traps a plain CAM here).",
+        "hard (default: stronger coupling, smaller objects, more clutter; the one that traps a plain CAM here), "
+        "partial (seco demo's: large distinctive objects, each context alone in ~4% of images).",
     ),
     preview: Path | None = typer.Option(None, "--preview", help="Write a contact sheet PNG here."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it holds an earlier synthetic set."),

@@ -7,24 +7,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from seco_deploy.cli.common import EXIT_MISSING_RUNTIME, EXIT_USAGE, console, fail
+from seco_deploy.cli.common import EXIT_MISSING_RUNTIME, EXIT_USAGE, console, fail, parse_scales
 
 if TYPE_CHECKING:
     from seco_deploy.infer.manifest import RunSummary
     from seco_deploy.infer.predictor import Predictor
     from seco_deploy.infer.sources import InputItem
-
-
-def _parse_scales(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        scales = tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        fail(f"--scales {text!r} must be comma-separated numbers, e.g. 1.0,1.25,1.5")
-    if not scales or min(scales) <= 0:
-        fail(f"--scales {text!r} must list positive numbers, e.g. 1.0,1.25,1.5")
-    return scales
 
 
 def _rank_device(device: str) -> str:
@@ -89,7 +77,7 @@ def predict(
         fail("--threads must be >= 1")
     threads = threads if threads is not None else default_threads()
     torch.set_num_threads(threads)
-    parsed_scales = _parse_scales(scales)
+    parsed_scales = parse_scales(scales)
     if mode not in ("mask", "pseudo"):
         fail(f"--mode {mode!r}: choose mask or pseudo")
     if tags is not None and not tags.is_file():

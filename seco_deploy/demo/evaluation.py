@@ -96,11 +96,12 @@ def aux_cam_folder(
     names: list[str],
     out_dir: str | Path,
     batch: int = 8,
+    scales: tuple[float, ...] | None = None,
 ) -> Path:
     """Write the aux-CAM pseudo-labels (given tags) of ``names`` as palette PNGs in ``out_dir``.
 
     Same recipe as training validation: image resized to the crop size, multi-scale flip CAMs
-    (``model.cam_scales``) upsampled to the mask size, :func:`~seco_deploy.cam.cam_to_label` with
+    (``scales``, default ``model.cam_scales``) upsampled to the mask size, :func:`~seco_deploy.cam.cam_to_label` with
     the true tags and ``infer.bkg_thre`` (:func:`~seco_deploy.cam.labels_at_size`, as validation does).
     """
     import torch
@@ -122,7 +123,7 @@ def aux_cam_folder(
         for start in range(0, len(names), batch):
             samples = [dataset[index[n]] for n in names[start : start + batch]]
             images = torch.stack([torch.from_numpy(transform(s.image)) for s in samples])
-            _, cam_aux = multi_scale_cams(net, images, cfg.model.cam_scales)
+            _, cam_aux = multi_scale_cams(net, images, tuple(scales) if scales else cfg.model.cam_scales)
             for i, s in enumerate(samples):
                 size = s.image.shape[:2]
                 label = labels_at_size(cam_aux[i : i + 1], torch.from_numpy(s.tags[None]), size, cfg.infer.bkg_thre)[0]

@@ -58,7 +58,7 @@ class DemoOptions:
     images: int = 800
     size: int = 224
     seed: int = 0
-    difficulty: str = "hard"  # the profile where the plain-CAM baseline shows the trap (docs/benchmarks.md)
+    difficulty: str = "partial"  # objects this budget can learn, under a partial trap (docs/benchmarks.md)
     preset: str = "cpu"
     overrides: tuple[str, ...] = ()
     sec_per_iter: float | None = None  # None: measured before training (not for the test preset)
@@ -67,6 +67,9 @@ class DemoOptions:
     examples: int = 6
     benchmark: Path | None = None  # a benchmarks/cooccurrence.py output folder to compare
     away_px: float = 16.0
+    # Scales of the CAM pseudo-labels (ONNX and aux; `seco predict --scales`): a finer token grid than the cpu
+    # preset's training CAMs (scale 1 only, for the training step's cost); docs/benchmarks.md, "resolution ceiling".
+    cam_scales: tuple[float, ...] = (1.0, 1.5)
 
 
 @dataclass
@@ -283,10 +286,12 @@ def predict_split(
     save_cam: bool = False,
     overlay: bool = False,
     batch: int = 8,
+    scales: tuple[float, ...] | None = None,
 ) -> dict[str, Any]:
     """Run the predictor (ONNX Runtime for a .onnx model) on ``names``; outputs in ``out_dir``.
 
-    ``mode="pseudo"`` uses the set's ``tags.csv`` (true tags). Returns the run summary record.
+    ``mode="pseudo"`` uses the set's ``tags.csv`` (true tags); ``scales`` are ``seco predict --scales``
+    (None: the model's own for the mode). Returns the run summary record.
     """
     from seco_deploy.infer.options import PredictOptions
     from seco_deploy.infer.predictor import Predictor
@@ -298,7 +303,7 @@ def predict_split(
     try:
         tags = TagTable(data_root / "tags.csv", list(info.classes)) if mode == "pseudo" else None
         options = PredictOptions(mode=mode, tags=tags, save_cam=save_cam, overlay=overlay, batch=batch,
-                                 workers=0, overwrite=True)
+                                 workers=0, overwrite=True, scales=scales)
         items = expand_source(_list_file(data_root, names, out_dir.parent / f".{out_dir.name}-inputs.txt"))
         summary = Predictor(backend, info, options).run(items, out_dir)
     finally:
@@ -313,12 +318,14 @@ def evaluate_demo(
     pred_root: Path,
     checkpoint: Path,
     away_px: float = 16.0,
+    cam_scales: tuple[float, ...] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Score the products: label -> {"split", "how", "scores"} (see :func:`score_folder`)."""
+    """Score the products: label -> {"split", "how", "scores"} (see :func:`score_folder`); ``cam_scales`` are the
+    aux CAM pseudo-labels' (None: the checkpoint's ``model.cam_scales``), as the ONNX ones were predicted."""
     from seco_deploy.demo.evaluation import aux_cam_folder, score_folder, split_names
 
     train_names, val_names = split_names(data_root, "train"), split_names(data_root, "val")
-    aux_dir = aux_cam_folder(checkpoint, data_root, train_names, pred_root / "aux_cam")
+    aux_dir = aux_cam_folder(checkpoint, data_root, train_names, pred_root / "aux_cam", scales=cam_scales)
     return {
         "CAM pseudo-labels": {
             "split": "train", "how": "ONNX Runtime, CAM head, true tags, bkg_thre",
@@ -368,8 +375,10 @@ def write_demo_report(
     examples: int,
     away_px: float,
     benchmark: Path | None = None,
+    difficulty: str = "",
 ) -> Path:
-    """``out/report.html`` from the products' scores, the run's metrics.jsonl and the prediction folders."""
+    """``out/report.html`` from the products' scores, the run's metrics.jsonl and the prediction folders; the shipped
+    ladder of the set's profile ``difficulty`` (when there is one) at the end."""
     from seco_deploy.assets import shipped_ladder
     from seco_deploy.demo import report as rp
     from seco_deploy.demo.evaluation import split_names
@@ -408,7 +417,7 @@ def write_demo_report(
         bnames = pick_examples(bench_root, split_names(bench_root, "train"), examples)
         rep.add("comparison", "Baseline vs SeCo (benchmarks/cooccurrence.py)",
                 rp.comparison_section(bench, bench_root, bnames))
-    ladder = shipped_ladder()
+    ladder = shipped_ladder(difficulty)
     if ladder is not None:
         rep.add("ladder", "Baseline vs SeCo over seeds (the shipped ladder result)", rp.ladder_section(ladder))
     return rep.write(out / "report.html")
@@ -457,12 +466,13 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     train_names, val_names = split_names(data_root, "train"), split_names(data_root, "val")
     console.print(f"predict: pseudo-labels for {len(train_names) + len(val_names)} images, masks for "
                   f"{len(val_names)} (ONNX Runtime)", highlight=False)
-    predict_split(onnx_path, data_root, train_names + val_names, pred_root / "pseudo", "pseudo", save_cam=True)
+    predict_split(onnx_path, data_root, train_names + val_names, pred_root / "pseudo", "pseudo", save_cam=True,
+                  scales=options.cam_scales)
     predict_split(onnx_path, data_root, val_names, pred_root / "mask", "mask", overlay=True)
     seconds["predict"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    products = evaluate_demo(data_root, pred_root, checkpoint, options.away_px)
+    products = evaluate_demo(data_root, pred_root, checkpoint, options.away_px, options.cam_scales)
     seconds["evaluate"] = time.perf_counter() - t
 
     figures = headline_figures(products)
@@ -474,6 +484,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
                  + ("ok" if exported["parity_passed"] else "FAILED" if exported["parity_passed"] is False else "-")
                  + (f" (max |diff| {exported['parity_max_abs_diff']:.1e}, argmax agreement "
                     f"{100 * exported['parity_min_agreement']:.3f}%)" if exported["parity_passed"] is not None else ""),
+        "CAM pseudo-label scales": ", ".join(f"{s:g}" for s in options.cam_scales),
         "stage seconds": ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
     }
     if cfg is not None:
@@ -482,7 +493,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     t = time.perf_counter()
     report = write_demo_report(out, data_root, run_dir, pred_root, products,
                                {"settings": settings, "headline": figures["headline"]},
-                               options.examples, options.away_px, options.benchmark)
+                               options.examples, options.away_px, options.benchmark, options.difficulty)
     seconds["report"] = time.perf_counter() - t
     record = {"figures": figures, "products": products, "seconds": seconds, "settings": settings}
     (out / "figures.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
